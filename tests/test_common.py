@@ -1,0 +1,201 @@
+"""The shared core: device choice, seeds, loading, normalization, shifts, batches, printed lines, errors."""
+import re
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+import common
+import pytorch_mnist
+from conftest import N_TEST, N_TRAIN, run_script, synthetic_images
+
+EPOCH_LINE = re.compile(r'^Test data results: (\d\.\d{4}), Epoch (\d+)/(\d+), train loss (\d+\.\d{4}), \d+\.\d s$')
+FINAL_LINE = re.compile(r'^Test data results: (\d\.\d{4})$')
+
+
+# ---- device ----------------------------------------------------------------------------------
+
+def test_auto_device_is_cpu_without_accelerator(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, 'is_available', lambda: False)
+    assert common.choose_device('auto') == torch.device('cpu')
+
+
+def test_auto_device_takes_the_accelerator(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.accelerator, 'current_accelerator', lambda: torch.device('mps'))
+    assert common.choose_device('auto') == torch.device('mps')
+
+
+def test_auto_device_without_torch_accelerator(monkeypatch):
+    monkeypatch.delattr(torch, 'accelerator')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert common.choose_device('auto') == torch.device('cuda')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    assert common.choose_device('auto') == torch.device('cpu')
+
+
+def test_missing_device_is_a_usage_error(monkeypatch, data_dir, capsys):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch_mnist.main(['--device', 'cuda', '--data-dir', str(data_dir)])
+    assert exit_info.value.code == 2
+    assert 'no CUDA device is available' in capsys.readouterr().err
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def test_loads_both_splits_whole_as_uint8(data_dir):
+    data = common.load_data('mnist', data_dir, torch.device('cpu'))
+    assert data.train.images.shape == (N_TRAIN, 1, 28, 28) and data.train.images.dtype == torch.uint8
+    assert data.test.images.shape == (N_TEST, 1, 28, 28)
+    images, labels = synthetic_images(N_TEST, seed=2)
+    assert torch.equal(data.test.images[:, 0], torch.from_numpy(images))
+    assert torch.equal(data.test.labels, torch.from_numpy(labels).long())
+
+
+def test_limit_keeps_the_first_images(data_dir):
+    whole = common.load_data('fashion-mnist', data_dir, torch.device('cpu'))
+    part = common.load_data('fashion-mnist', data_dir, torch.device('cpu'), limit=50)
+    assert len(part.train) == len(part.test) == 50
+    assert torch.equal(part.train.images, whole.train.images[:50])
+    assert torch.equal(part.test.labels, whole.test.labels[:50])
+
+
+@pytest.mark.parametrize('name', ['mnist', 'fashion-mnist'])
+def test_normalization_matches_totensor_and_normalize(data_dir, name):
+    data = common.load_data(name, data_dir, torch.device('cpu'), limit=5)
+    info = common.DATASETS[name]
+    textbook = transforms.Compose([transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
+    expected = torch.stack([textbook(Image.fromarray(image[0].numpy(), mode='L'))
+                            for image in data.train.images])
+    assert torch.equal(data.normalize(data.train.images), expected)
+
+
+def test_published_mnist_normalization():
+    assert common.DATASETS['mnist'].mean == (0.1305,) and common.DATASETS['mnist'].std == (0.3081,)
+
+
+def test_each_shift_on_a_hand_made_image():
+    image = torch.tensor([[1, 2, 3],
+                          [4, 5, 6],
+                          [7, 8, 9]], dtype=torch.uint8).view(1, 1, 3, 3)
+    original, right, left, up, down = common.shifted(image)
+    assert original.tolist() == [[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]
+    assert right.tolist() == [[[0, 1, 2], [0, 4, 5], [0, 7, 8]]]
+    assert left.tolist() == [[[2, 3, 0], [5, 6, 0], [8, 9, 0]]]
+    assert up.tolist() == [[[4, 5, 6], [7, 8, 9], [0, 0, 0]]]
+    assert down.tolist() == [[[0, 0, 0], [1, 2, 3], [4, 5, 6]]]
+
+
+def test_extended_data_is_five_times_with_labels_repeated(data_dir):
+    plain = common.load_data('mnist', data_dir, torch.device('cpu'), limit=20)
+    extended = common.load_data('mnist', data_dir, torch.device('cpu'), limit=20, extend=True)
+    assert len(extended.train) == 100 and len(extended.test) == 20
+    assert torch.equal(extended.train.images[:20], plain.train.images)
+    assert torch.equal(extended.train.labels, plain.train.labels.repeat(5))
+    assert torch.equal(extended.train.images[20:40, ..., 1:], plain.train.images[..., :-1])  # right
+
+
+def test_padding_adds_a_black_border(data_dir):
+    data = common.load_data('mnist', data_dir, torch.device('cpu'), limit=3, pad=2)
+    assert data.train.images.shape == (3, 1, 32, 32)
+    assert data.train.images[..., :2, :].eq(0).all() and data.train.images[..., -2:].eq(0).all()
+
+
+# ---- batches, seeds, the loop ------------------------------------------------------------------
+
+def test_every_example_once_per_epoch():
+    generator = torch.Generator().manual_seed(0)
+    orders = []
+    for _ in range(2):
+        parts = list(common.batches(103, 10, generator, torch.device('cpu')))
+        assert [len(p) for p in parts] == [10] * 10 + [3]
+        order = torch.cat(parts)
+        assert torch.equal(order.sort().values, torch.arange(103))
+        orders.append(order)
+    assert not torch.equal(orders[0], orders[1])  # a fresh order each epoch
+
+
+def args_for(data_dir, *extra):
+    return ['--data-dir', str(data_dir), '--epochs', '2', '--limit', '200', '--no-progress', *extra]
+
+
+def test_same_seed_same_numbers(data_dir, capsys):
+    histories = [pytorch_mnist.main(args_for(data_dir, '--seed', seed))[2] for seed in ('3', '3', '4')]
+    assert histories[0] == histories[1]
+    assert histories[0]['loss'] != histories[2]['loss']
+
+
+def test_printed_lines(data_dir, capsys):
+    _, _, history = pytorch_mnist.main(args_for(data_dir, '--net', 'softmax'))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'Device: cpu'
+    epochs = [EPOCH_LINE.match(line) for line in lines[1:3]]
+    assert all(epochs), lines
+    assert [m.group(2, 3) for m in epochs] == [('1', '2'), ('2', '2')]
+    assert [float(m.group(1)) for m in epochs] == [round(a, 4) for a in history['accuracy']]
+    assert lines[3] == ''
+    assert FINAL_LINE.match(lines[4]).group(1) == epochs[-1].group(1)
+    assert len(lines) == 5
+
+
+def test_training_learns_the_synthetic_data(data_dir, capsys):
+    _, _, history = pytorch_mnist.main(['--data-dir', str(data_dir), '--epochs', '5', '--no-progress'])
+    assert history['loss'][-1] < history['loss'][0]
+    assert history['accuracy'][-1] >= 0.9
+
+
+@pytest.mark.parametrize('flags', [['--epochs', '0'], ['--lr', 'nan'], ['--batch-size', '-1'], ['--wd', '-1']])
+def test_wrong_flag_values_are_usage_errors(data_dir, capsys, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        pytorch_mnist.main(args_for(data_dir, *flags))
+    assert exit_info.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+
+
+# ---- offline, stats ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('dataset,folder', [('mnist', 'MNIST'), ('fashion-mnist', 'FashionMNIST')])
+def test_offline_without_data_is_one_line(tmp_path, dataset, folder):
+    result = run_script('pytorch_mnist_convnet.py', '--dataset', dataset, '--data-dir', tmp_path, '--limit', '10')
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert f'{tmp_path}/{folder}/raw' in line and '--data-dir' in line
+    for name in ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+                 't10k-labels-idx1-ubyte'):
+        assert name in line
+    assert 'Test data results' not in result.stdout
+
+
+def test_stats_command(data_dir):
+    result = run_script('common.py', 'stats', '--dataset', 'mnist', '--data-dir', data_dir)
+    assert result.returncode == 0, result.stderr
+    images, _ = synthetic_images(N_TRAIN, seed=1)
+    scaled = images / 255
+    assert f'training set ({N_TRAIN} images): mean {scaled.mean():.4f} std {scaled.std():.4f}' in result.stdout
+    assert f'extended training set ({5 * N_TRAIN} images)' in result.stdout
+    assert f'test set ({N_TEST} images)' in result.stdout
+
+
+def test_mean_std_per_channel():
+    images = torch.zeros(2, 3, 2, 2, dtype=torch.uint8)
+    images[:, 1] = 255
+    images[0, 2] = 255
+    mean, std = common.mean_std(images)
+    assert mean == pytest.approx([0, 1, 0.5]) and std == pytest.approx([0, 0, 0.5])
+
+
+# ---- real data ---------------------------------------------------------------------------------
+
+def test_real_fashion_mnist_one_short_epoch(fashion_dir):
+    """A dense net, one epoch on 10,000 real Fashion-MNIST images, tested on all 10,000 test images."""
+    result = run_script('pytorch_mnist.py', '--dataset', 'fashion-mnist', '--data-dir', fashion_dir,
+                        '--epochs', '1', '--limit', '10000', '--no-progress')
+    assert result.returncode == 0, result.stderr
+    accuracy = float(FINAL_LINE.match(result.stdout.splitlines()[-1]).group(1))
+    assert accuracy >= 0.70, result.stdout
