@@ -197,7 +197,13 @@ class Data:
 
     def normalize(self, images):
         """uint8 images -> float, the arithmetic of ToTensor (x / 255) then Normalize ((x - mean) / std)."""
-        return images.float().div_(255).sub_(self.mean).div_(self.std)
+        layout = memory_format(images.device)
+        return images.to(torch.float32, memory_format=layout).div_(255).sub_(self.mean).div_(self.std)
+
+
+def memory_format(device):
+    """channels_last (N x H x W x C in memory) on the CPU: there its convolutions run about 1.5x faster."""
+    return torch.channels_last if device.type == 'cpu' else torch.contiguous_format
 
 
 def read_split(name, data_dir, train):
@@ -276,7 +282,7 @@ def batches(n, batch_size, generator, device):
 
 
 @torch.no_grad()
-def predict(model, data, split=None, batch_size=1000):
+def predict(model, data, split=None, batch_size=500):
     """The predicted class of every image of a split (default: the test split), on the device."""
     split = split or data.test
     model.eval()
@@ -288,29 +294,36 @@ def accuracy(model, data):
     return (predict(model, data) == data.test.labels).float().mean().item()
 
 
+def train_epoch(model, loss_fn, optimizer, data, batch_size, generator, progress=None):
+    """One pass of SGD over the shuffled training split; returns the summed loss, still on the device."""
+    model.train()
+    images, labels = data.train.images, data.train.labels
+    total = torch.zeros((), device=labels.device)  # summed on the device: no host sync per batch
+    for idx in batches(len(labels), batch_size, generator, labels.device):
+        loss = loss_fn(model(data.normalize(images[idx])), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(idx)
+        if progress is not None:
+            progress.update()
+    return total
+
+
 def train(model, loss_fn, data, args, generator):
-    """Plain SGD over shuffled batches; after each epoch the test accuracy and one printed line.
+    """Plain SGD, epoch after epoch; after each the test accuracy and one printed line.
 
     Returns the history: per epoch, the mean training loss and the test accuracy.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    n, bs, device = len(data.train), args.batch_size, data.train.labels.device
+    n = len(data.train)
     history = {'loss': [], 'accuracy': []}
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        total = torch.zeros((), device=device)  # summed on the device: no host sync per batch
-        progress = tqdm(total=math.ceil(n / bs), desc=f'Epoch {epoch}/{args.epochs}', unit='batch',
-                        leave=False, file=sys.stderr, disable=True if args.no_progress else None)
-        for idx in batches(n, bs, generator, device):
-            progress.update()
-            loss = loss_fn(model(data.normalize(data.train.images[idx])), data.train.labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-        progress.close()
-        mean_loss = total.item() / n
+        with tqdm(total=math.ceil(n / args.batch_size), desc=f'Epoch {epoch}/{args.epochs}', unit='batch',
+                  leave=False, file=sys.stderr, disable=True if args.no_progress else None) as progress:
+            mean_loss = train_epoch(model, loss_fn, optimizer, data, args.batch_size, generator,
+                                    progress).item() / n
         acc = accuracy(model, data)
         history['loss'].append(mean_loss)
         history['accuracy'].append(acc)
@@ -328,7 +341,7 @@ def run(args, make_model, loss_fn=torch.nn.functional.cross_entropy, pad=0):
     """
     print(f'Device: {args.device}', flush=True)
     generator = seed_everything(args.seed)
-    model = make_model().to(args.device)
+    model = make_model().to(args.device, memory_format=memory_format(args.device))
     data = load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
                      pad=pad)
     history = train(model, loss_fn, data, args, generator)
