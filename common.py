@@ -16,12 +16,16 @@ import contextlib
 import io
 import math
 import os
+import pickle
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torchvision import datasets
+from torchvision.datasets import mnist
 from tqdm import tqdm
 
 MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
@@ -56,8 +60,8 @@ DATASETS = {
 }
 
 
-class DataError(Exception):
-    """A data problem the user can fix; its message is the one line we print."""
+class UserError(Exception):
+    """A problem the user can fix (data, a model file, divergence); its message is the one line we print."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,10 +88,20 @@ def non_negative_float(text):
     return value
 
 
+def writable_path(text):
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f'folder {folder} does not exist')
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text} is a folder; give a file name')
+    return text
+
+
 # argparse names the type function in its message; these names read well there
 positive_int.__name__ = 'integer'
 positive_float.__name__ = 'number'
 non_negative_float.__name__ = 'number'
+writable_path.__name__ = 'path'
 
 
 def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_size=10, extend=True):
@@ -126,7 +140,12 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     parser.add_argument('--limit', type=positive_int,
                         help='use only the first N training and N test images, for a quick try (default: all)')
     parser.add_argument('--no-progress', action='store_true', help='never show progress bars (default: off)')
-    parser.set_defaults(recipes=recipes)
+    parser.add_argument('--save-model', metavar='PATH', type=writable_path,
+                        help='after training (or at Ctrl-C) save the model there (default: not saved)')
+    parser.add_argument('--load-model', metavar='PATH',
+                        help='test a saved model on the test set, without training (default: train)')
+    script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
+    parser.set_defaults(recipes=recipes, script=script)
     return parser
 
 
@@ -210,33 +229,48 @@ def read_split(name, data_dir, train):
     """One split through torchvision's class, as (uint8 N x C x H x W, int64 N) CPU tensors.
 
     Looks for the files first and downloads only when they are missing. torchvision's own messages are
-    held back, so that stdout holds nothing but results and a failure is one line (a DataError).
+    held back, so that stdout holds nothing but results and a failure is one line (a UserError).
     """
     info = DATASETS[name]
     where = os.path.join(data_dir, info.folder)
     try:
+        ds = info.cls(data_dir, train=train, download=False)
+    except RuntimeError as e:
+        if 'not found' not in str(e).lower():  # the files are there, but do not parse
+            raise UserError(damaged(info, where, train, e)) from None
         try:
-            ds = info.cls(data_dir, train=train, download=False)
-        except RuntimeError as e:
-            if 'not found' not in str(e).lower():
-                raise
             with contextlib.redirect_stdout(io.StringIO()):  # its progress bars still go to stderr
                 ds = info.cls(data_dir, train=train, download=True)
-    except (RuntimeError, OSError) as e:  # URLError is an OSError
-        if os.path.isdir(where) and all(os.path.exists(os.path.join(where, f)) for f in info.files):
-            raise DataError(f'could not read {name} from {where} ({first_line(e)}): a file there is '
-                            f'damaged; delete it and run again to download it anew') from None
-        raise DataError(f'{name} is not in {where} and could not be downloaded ({first_line(e)}). '
-                        f'Place {", ".join(info.files)} there, or point --data-dir to a folder that '
-                        f'has {info.folder}/') from None
+        except (RuntimeError, OSError) as e:  # URLError is an OSError
+            raise UserError(f'{name} is missing or incomplete in {where} and could not be downloaded '
+                            f'({first_line(e)}). Place {", ".join(info.files)} there, or point '
+                            f'--data-dir to a folder that has {info.folder}/') from None
+    except (AssertionError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise UserError(damaged(info, where, train, e)) from None
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # N x H x W (x C)
     return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
 
 
+def damaged(info, where, train, error):
+    """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
+    path = where
+    if issubclass(info.cls, datasets.MNIST):
+        prefix = 'train' if train else 't10k'
+        for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
+                             (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
+            try:
+                reader(os.path.join(where, file))
+            except Exception:  # noqa: BLE001 -- any failure to parse marks this file
+                path = os.path.join(where, file)
+                break
+    return (f'{path} is damaged or truncated ({first_line(error) or type(error).__name__}); '
+            f'delete it and run again to download it anew')
+
+
 def first_line(error):
     lines = str(error).strip().splitlines()
-    return lines[-1].strip() if lines else type(error).__name__
+    return lines[-1].strip() if lines else ''
 
 
 def shifted(images):
@@ -355,51 +389,133 @@ def train_epoch(step, total, data, batch_size, generator, progress=None):
 def train(model, loss_fn, data, args, generator):
     """Plain SGD, epoch after epoch; after each the test accuracy and one printed line.
 
-    Returns the history: per epoch, the mean training loss and the test accuracy.
+    Returns the history: per epoch, the mean training loss and the test accuracy. The loss is checked
+    once an epoch (no host sync per step): nan or inf stops training with a UserError. Ctrl-C stops
+    it with an Interrupted that says where training was.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     total = torch.zeros((), device=data.train.labels.device)
     model.train()
     step = make_step(model, loss_fn, optimizer, data, args.batch_size, total)
+    n_batches = math.ceil(len(data.train) / args.batch_size)
     history = {'loss': [], 'accuracy': []}
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        with tqdm(total=math.ceil(len(data.train) / args.batch_size), desc=f'Epoch {epoch}/{args.epochs}',
-                  unit='batch', leave=False, file=sys.stderr,
-                  disable=True if args.no_progress else None) as progress:
-            mean_loss = train_epoch(step, total, data, args.batch_size, generator, progress)
-        acc = accuracy(model, data)
-        history['loss'].append(mean_loss)
-        history['accuracy'].append(acc)
-        print(f'Test data results: {acc:.4f}, Epoch {epoch}/{args.epochs}, '
-              f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+    epoch = batch = 0
+
+    def counted_step(idx):  # where Ctrl-C found us
+        nonlocal batch
+        step(idx)
+        batch += 1
+
+    try:
+        for epoch in range(1, args.epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            batch = 0
+            with tqdm(total=n_batches, desc=f'Epoch {epoch}/{args.epochs}', unit='batch', leave=False,
+                      file=sys.stderr, disable=True if args.no_progress else None) as progress:
+                mean_loss = train_epoch(counted_step, total, data, args.batch_size, generator, progress)
+            if not math.isfinite(mean_loss):
+                raise UserError(f'training diverged at epoch {epoch} (loss is {mean_loss}); try a smaller --lr')
+            acc = accuracy(model, data)
+            history['loss'].append(mean_loss)
+            history['accuracy'].append(acc)
+            print(f'Test data results: {acc:.4f}, Epoch {epoch}/{args.epochs}, '
+                  f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+    except KeyboardInterrupt:
+        last = f'{history["accuracy"][-1]:.4f} after epoch {epoch - 1}' if history['accuracy'] else 'none yet'
+        raise Interrupted(f'interrupted in epoch {epoch}/{args.epochs} at batch {batch}/{n_batches}; '
+                          f'last test accuracy: {last}') from None
     print()
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
     return history
 
 
-def run(args, make_model, loss_fn=torch.nn.functional.cross_entropy, pad=0):
-    """Everything after parsing: seed, build the model, load the data, train, print.
+class Interrupted(Exception):
+    """Ctrl-C during training; the message says where it stopped."""
 
-    Returns (model, data, history).
-    """
+
+def save_model(path, model, args, data):
+    """Save the weights with what they need to be used again, atomically: a run stopped mid-save
+    leaves the previous file (or none) at `path`, never half a file."""
+    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
+                  'mean': list(DATASETS[data.name].mean), 'std': list(DATASETS[data.name].std),
+                  'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(f'Model saved to {path}', file=sys.stderr)
+
+
+def load_model(path, model, args):
+    """Load weights saved by save_model into `model`; anything else is one clear UserError."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f'--load-model {path}: no such file') from None
+    except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
+        raise UserError(f'--load-model {path}: not a model saved by these scripts ({first_line(e)})') from None
+    if not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset', 'state_dict'} <= checkpoint.keys():
+        raise UserError(f'--load-model {path}: not a model saved by these scripts')
+    if (checkpoint['script'], checkpoint['net']) != (args.script, args.net):
+        raise UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
+                        f'run {checkpoint["script"]} --net {checkpoint["net"]}')
+    if checkpoint['dataset'] != args.dataset:
+        raise UserError(f'--load-model {path}: it was trained on {checkpoint["dataset"]}; '
+                        f'add --dataset {checkpoint["dataset"]}')
+    try:
+        model.load_state_dict(checkpoint['state_dict'])
+    except RuntimeError as e:
+        raise UserError(f'--load-model {path}: the weights do not fit the {args.net!r} net ({first_line(e)})') from None
+
+
+def run(args, make_model, loss_fn=torch.nn.functional.cross_entropy, pad=0):
+    """Everything after parsing: seed, build the model, load the data, then train (or, with
+    --load-model, only test), print, save. Returns (model, data, history)."""
     print(f'Device: {args.device}', flush=True)
     generator = seed_everything(args.seed)
-    model = make_model().to(args.device, memory_format=memory_format(args.device))
+    model = make_model()
+    if args.load_model:
+        load_model(args.load_model, model, args)
+    model = model.to(args.device, memory_format=memory_format(args.device))
     data = load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
                      pad=pad)
-    history = train(model, loss_fn, data, args, generator)
+    if args.load_model:
+        history = {'loss': [], 'accuracy': [accuracy(model, data)]}
+        print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
+        return model, data, history
+    try:
+        history = train(model, loss_fn, data, args, generator)
+    except Interrupted:
+        if args.save_model:
+            save_model(args.save_model, model, args, data)
+        raise
+    if args.save_model:
+        save_model(args.save_model, model, args, data)
     return model, data, history
 
 
 def main_guard(main):
-    """Run a script's main(); a DataError becomes one line on stderr and exit status 1."""
+    """Run a script's main() as a command: a UserError is one line on stderr and exit status 1; Ctrl-C
+    during training says where it stopped and exits 130 (elsewhere it exits 130 quietly)."""
     try:
         main()
-    except DataError as e:
-        print(f'error: {e}', file=sys.stderr)
+    except UserError as e:
+        print(e, file=sys.stderr)
         sys.exit(1)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ def main():
     train_set = info.cls(args.data_dir, train=True, transform=to_tensor)
     test_set = info.cls(args.data_dir, train=False, transform=to_tensor)
     if args.limit:
-        train_set, test_set = Subset(train_set, range(args.limit)), Subset(test_set, range(args.limit))
+        train_set = Subset(train_set, range(min(args.limit, len(train_set))))
+        test_set = Subset(test_set, range(min(args.limit, len(test_set))))
     n_train, n_test = len(data.train), len(data.test)
     print(f'{args.dataset}: {n_train} training, {n_test} test images; device {device}; '
           f'torch {torch.__version__}, {torch.get_num_threads()} threads; batch 10; {args.repeats} repeats')
