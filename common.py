@@ -53,7 +53,9 @@ DATASETS = {
                                  ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                                   'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')),
     # CIFAR-10: the walk-through's 0.5/0.5 for every channel.
-    'cifar10': DatasetInfo(datasets.CIFAR10, 'cifar-10-batches-py', ('cifar-10-python.tar.gz',),
+    'cifar10': DatasetInfo(datasets.CIFAR10, 'cifar-10-batches-py',
+                           ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5',
+                            'test_batch', 'batches.meta (the extracted cifar-10-python.tar.gz)'),
                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
                            ('plane', 'car', 'bird', 'cat', 'deer',
                             'dog', 'frog', 'horse', 'ship', 'truck')),
@@ -142,6 +144,8 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     parser.add_argument('--no-progress', action='store_true', help='never show progress bars (default: off)')
     parser.add_argument('--save-model', metavar='PATH', type=writable_path,
                         help='after training (or at Ctrl-C) save the model there (default: not saved)')
+    parser.add_argument('--plot', metavar='PATH.png', type=writable_path,
+                        help='save a picture: curves per epoch and misclassified test images (default: none)')
     parser.add_argument('--load-model', metavar='PATH',
                         help='test a saved model on the test set, without training (default: train)')
     script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
@@ -274,13 +278,19 @@ def first_line(error):
 
 
 def shifted(images):
-    """The images plus four copies moved one pixel right, left, up and down; the vacated edge is 0."""
-    right, left, up, down = (torch.zeros_like(images) for _ in range(4))
+    """The images plus four copies moved one pixel right, left, up and down; the vacated edge is 0.
+
+    Written straight into one preallocated tensor: no intermediate copies, so peak memory is the result.
+    """
+    n = len(images)
+    out = images.new_zeros((5 * n, *images.shape[1:]))
+    original, right, left, up, down = out.split(n)
+    original.copy_(images)
     right[..., :, 1:] = images[..., :, :-1]
     left[..., :, :-1] = images[..., :, 1:]
     up[..., :-1, :] = images[..., 1:, :]
     down[..., 1:, :] = images[..., :-1, :]
-    return torch.cat([images, right, left, up, down])
+    return out
 
 
 def load_data(name, data_dir, device, limit=None, extend=False, pad=0):
@@ -434,24 +444,68 @@ class Interrupted(Exception):
     """Ctrl-C during training; the message says where it stopped."""
 
 
-def save_model(path, model, args, data):
-    """Save the weights with what they need to be used again, atomically: a run stopped mid-save
-    leaves the previous file (or none) at `path`, never half a file."""
-    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
-                  'mean': list(DATASETS[data.name].mean), 'std': list(DATASETS[data.name].std),
-                  'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
+def atomic_write(path, write):
+    """write(file) into a temporary file beside `path`, then os.replace: a run stopped midway leaves
+    the previous file (or none) at `path`, never half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
         with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_model(path, model, args, data):
+    """Save the weights with what is needed to use them again: script, net, dataset, normalization."""
+    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
+                  'mean': list(DATASETS[data.name].mean), 'std': list(DATASETS[data.name].std),
+                  'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
     print(f'Model saved to {path}', file=sys.stderr)
+
+
+def save_plot(path, history, model, data):
+    """One PNG: loss and test accuracy per epoch (left), up to 25 misclassified test images (right)."""
+    import matplotlib
+    matplotlib.use('Agg')  # no display needed
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    predicted = predict(model, data)
+    wrong = (predicted != data.test.labels).nonzero().flatten()[:25].cpu()
+    images = data.test.images[wrong].cpu().permute(0, 2, 3, 1)  # N x H x W x C, as matplotlib wants
+    predicted, labels = predicted[wrong].tolist(), data.test.labels[wrong].tolist()
+
+    fig = plt.figure(figsize=(13, 6), layout='constrained')
+    left, right = fig.subfigures(1, 2, width_ratios=(1, 1))
+    ax = left.subplots()
+    epochs = range(1, len(history['accuracy']) + 1)
+    ax.plot(epochs, history['accuracy'], 'o-', color='tab:blue', label='test accuracy')
+    ax.set_xlabel('epoch')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel('test accuracy', color='tab:blue')
+    if history['loss']:
+        loss_ax = ax.twinx()
+        loss_ax.plot(epochs, history['loss'], 's--', color='tab:red', label='training loss')
+        loss_ax.set_ylabel('mean training loss', color='tab:red')
+    ax.set_title(f'{data.name}: test accuracy {history["accuracy"][-1]:.4f}')
+    right.suptitle(f'misclassified test images (predicted / true), {len(wrong)} shown')
+    for i, cell in enumerate(right.subplots(5, 5).flatten()):
+        cell.axis('off')
+        if i < len(wrong):
+            cell.imshow(images[i].squeeze(-1), cmap='gray' if images.shape[-1] == 1 else None)
+            cell.set_title(f'{data.classes[predicted[i]]} / {data.classes[labels[i]]}', fontsize=8)
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=80))
+    plt.close(fig)
+    print(f'Plot saved to {path}', file=sys.stderr)
 
 
 def load_model(path, model, args):
@@ -490,15 +544,17 @@ def run(args, make_model, loss_fn=torch.nn.functional.cross_entropy, pad=0):
     if args.load_model:
         history = {'loss': [], 'accuracy': [accuracy(model, data)]}
         print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-        return model, data, history
-    try:
-        history = train(model, loss_fn, data, args, generator)
-    except Interrupted:
+    else:
+        try:
+            history = train(model, loss_fn, data, args, generator)
+        except Interrupted:
+            if args.save_model:
+                save_model(args.save_model, model, args, data)
+            raise
         if args.save_model:
             save_model(args.save_model, model, args, data)
-        raise
-    if args.save_model:
-        save_model(args.save_model, model, args, data)
+    if args.plot:
+        save_plot(args.plot, history, model, data)
     return model, data, history
 
 

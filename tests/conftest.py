@@ -88,7 +88,8 @@ OFFLINE = {'http_proxy': 'http://127.0.0.1:9', 'https_proxy': 'http://127.0.0.1:
 
 
 def run_script(*args, timeout=300, env=None, **kwargs):
-    """Run a script of the collection as a user would; downloads fail at once (a dead local proxy)."""
-    full_env = {**os.environ, **OFFLINE, 'PYTHONUNBUFFERED': '1', **(env or {})}
+    """Run a script of the collection as a user would (in `env`, default ours); downloads fail at once
+    (a dead local proxy)."""
+    full_env = {**(os.environ if env is None else env), **OFFLINE, 'PYTHONUNBUFFERED': '1'}
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=full_env, **kwargs)
