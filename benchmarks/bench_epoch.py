@@ -55,7 +55,7 @@ def timed(fn, device):
 
 def ours(model, loss_fn, lr, wd, data, batch_size, device):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(int(torch.randint(2 ** 31, ())))  # a new batch order each repeat
     total = torch.zeros((), device=device)
     model.train()
     step = common.make_step(model, loss_fn, optimizer, data, batch_size, total)  # CUDA: records the graph
