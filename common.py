@@ -348,7 +348,7 @@ def sgd_step(model, loss_fn, optimizer, data, idx, total):
 
 
 def graphed_step(model, loss_fn, optimizer, data, batch_size, total):
-    """On CUDA, sgd_step recorded once as a CUDA graph and replayed: 2 launches a step instead of ~50.
+    """On CUDA, sgd_step recorded once as a CUDA graph and replayed: 2 launches a step, not one per op.
 
     At batch size 10 a step is far too small to keep a GPU busy: launching its kernels one by one from
     Python is what takes the time. Recording needs a few warm-up steps; they are undone, so training
