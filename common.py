@@ -268,13 +268,13 @@ def damaged(info, where, train, error):
             except Exception:  # noqa: BLE001 -- any failure to parse marks this file
                 path = os.path.join(where, file)
                 break
-    return (f'{path} is damaged or truncated ({first_line(error) or type(error).__name__}); '
+    return (f'{path} is damaged or truncated ({first_line(error)}); '
             f'delete it and run again to download it anew')
 
 
 def first_line(error):
     lines = str(error).strip().splitlines()
-    return lines[-1].strip() if lines else ''
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def shifted(images):
