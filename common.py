@@ -481,7 +481,7 @@ def save_plot(path, history, model, data):
 
     predicted = predict(model, data)
     wrong = (predicted != data.test.labels).nonzero().flatten()[:25].cpu()
-    images = data.test.images[wrong].cpu().permute(0, 2, 3, 1)  # N x H x W x C, as matplotlib wants
+    images = data.test.images[wrong].cpu().permute(0, 2, 3, 1).numpy()  # N x H x W x C, as matplotlib wants
     predicted, labels = predicted[wrong].tolist(), data.test.labels[wrong].tolist()
 
     fig = plt.figure(figsize=(13, 6), layout='constrained')
