@@ -14,8 +14,11 @@ The first run downloads CIFAR-10 (about 170 MB) into ./data/cifar-10-batches-py.
 accuracy come the accuracy of each class and the predicted classes of the first 8 test images.
 Try any of them quickly with `--epochs 1 --limit 1000`; `--help` lists every flag.
 """
+import time
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import common
 
@@ -63,6 +66,41 @@ def parse_args(argv=None):
     return common.parse_args(parser, argv)
 
 
+def sgd_step(model, loss_fn, optimizer, images, labels):
+    """One step of stochastic gradient descent on one batch; returns the batch's mean loss."""
+    loss = loss_fn(model(images), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train(args, model, data, loss_fn=F.cross_entropy):
+    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
+    step = common.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
+    batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=not args.no_progress)
+    history = {'loss': [], 'accuracy': []}
+    try:
+        for epoch in range(1, args.epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            loss_sum = 0
+            for images, labels in batches:
+                loss_sum += step(images, labels) * len(labels)
+            mean_loss = loss_sum.item() / len(data.train)  # the one wait for the device in an epoch
+            common.stop_if_diverged(mean_loss, epoch)
+            accuracy = common.test_accuracy(model, data)
+            history['loss'].append(mean_loss)
+            history['accuracy'].append(accuracy)
+            print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
+                  f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+    except KeyboardInterrupt:  # Ctrl-C: keep what was learned, say where training stopped
+        common.save_model_if_asked(args, model, data)
+        raise common.Interrupted(f'interrupted in {batches.position()}; {common.last_accuracy(history)}') from None
+    return history
+
+
 def class_report(predicted, labels, classes, first=8):
     """The lines after the result: each class's test accuracy, then the true and predicted classes of
     the first `first` test images. Counted on the device; one transfer to the host."""
@@ -81,11 +119,25 @@ def class_report(predicted, labels, classes, first=8):
 
 def main(argv=None):
     args = parse_args(argv)
-    model, data, history = common.run(args, NETS[args.net])
+    print(f'Device: {args.device}', flush=True)
+    torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
+    model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
+    if args.load_model:  # checked before any data is read
+        common.load_model(args.load_model, model, args)
+    data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit)
+    if args.load_model:  # a saved model: test it, train nothing
+        history = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}
+    else:
+        history = train(args, model, data)
+        print()
+    print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
+    common.save_model_if_asked(args, model, data)
+    if args.plot:
+        common.save_plot(args.plot, history, model, data)
     print()
     print('\n'.join(class_report(common.predict(model, data), data.test.labels, data.classes)), flush=True)
     return model, data, history
 
 
 if __name__ == '__main__':
-    common.main_guard(main)
+    common.run_as_command(main)

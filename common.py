@@ -1,10 +1,21 @@
-"""What every script of the collection shares: flags, device, data, the training loop, the printed lines.
+"""The toolbox the training scripts share. Each script holds its own nets, recipe, training loop and step;
+what they all need is here, teaching core first and plumbing after:
 
-The data path is the whole speed story. Each split is read once through torchvision's dataset class,
-kept whole on the device as one uint8 tensor, and batches are index slices of a fresh random permutation:
-no DataLoader, no worker processes, no per-image PIL transform. A batch is converted and normalized as
-it is taken, with the same arithmetic as torchvision's ToTensor + Normalize, so uint8 storage costs
-nothing in fidelity and keeps even the 5x extended training set small (235 MB instead of 940 MB).
+    the data, whole on the device     load_data, Data.normalize, with_shifted_copies
+    its batches                       Batches: `for images, labels in batches:`
+    the test accuracy                 predict, test_accuracy
+    speed on CUDA                     graphed_on_cuda: the training step recorded once as a CUDA graph
+    device                            choose_device, memory_format_for
+    flags                             make_parser, parse_args
+    saving and loading                save_model_if_asked, load_model, save_plot
+    errors                            UserError, Interrupted, run_as_command
+    normalization figures             python common.py stats
+
+The data path is where the speed comes from. Each split is read once through torchvision's dataset class
+and kept whole on the device as one uint8 tensor; a batch is an index slice of a fresh random permutation:
+no DataLoader, no worker processes, no per-image PIL transform. A batch is converted and normalized as it is
+taken, with the same arithmetic as torchvision's ToTensor + Normalize, so uint8 storage costs nothing in
+fidelity and keeps even the 5x extended training set small (235 MB instead of 940 MB).
 
 Recompute the normalization figures of data_normalization_calculations.md:
 
@@ -13,6 +24,7 @@ Recompute the normalization figures of data_normalization_calculations.md:
 """
 import argparse
 import contextlib
+import functools
 import io
 import math
 import os
@@ -20,9 +32,10 @@ import pickle
 import signal
 import sys
 import tempfile
-import time
+import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torchvision import datasets
 from torchvision.datasets import mnist
@@ -62,8 +75,292 @@ DATASETS = {
 }
 
 
-class UserError(Exception):
-    """A problem the user can fix (data, a model file, divergence); its message is the one line we print."""
+# ----------------------------------------------------------------------------------------------
+# The data, whole on the device
+
+@dataclass
+class Split:
+    images: torch.Tensor    # uint8, N x C x H x W, on the device
+    labels: torch.Tensor    # int64, N, on the device
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    name: str
+    train: Split
+    test: Split
+    mean: torch.Tensor      # 1 x C x 1 x 1, on the device
+    std: torch.Tensor
+    classes: tuple = field(default=())
+
+    def normalize(self, images):
+        """uint8 images -> float, the arithmetic of ToTensor (x / 255) then Normalize ((x - mean) / std)."""
+        layout = memory_format_for(images.device)
+        return images.to(torch.float32, memory_format=layout).div_(255).sub_(self.mean).div_(self.std)
+
+
+def load_data(name, data_dir, device, limit=None, extend=False, pad=0):
+    """Both splits of a dataset, whole on the device.
+
+    limit: keep the first N images of each split. extend: grow the training split 5x by one-pixel
+    shifts. pad: add that many black (0) pixels on every side of each image.
+    """
+    info = DATASETS[name]
+    splits = []
+    for train in (True, False):
+        images, labels = read_split(name, data_dir, train)
+        images, labels = images[:limit], labels[:limit]
+        if train and extend:
+            images, labels = with_shifted_copies(images), labels.repeat(5)
+        if pad:
+            images = torch.nn.functional.pad(images, (pad,) * 4)
+        splits.append(Split(images.to(device), labels.to(device)))
+    channels = (1, -1, 1, 1)
+    return Data(name, *splits,
+                mean=torch.tensor(info.mean, device=device).view(channels),
+                std=torch.tensor(info.std, device=device).view(channels),
+                classes=info.classes)
+
+
+def with_shifted_copies(images):
+    """The images, then four copies of them moved one pixel right, left, up and down (5x as many);
+    the vacated edge is 0.
+
+    Written straight into one preallocated tensor: no intermediate copies, so peak memory is the result.
+    """
+    n = len(images)
+    out = images.new_zeros((5 * n, *images.shape[1:]))
+    original, right, left, up, down = out.split(n)
+    original.copy_(images)
+    right[..., :, 1:] = images[..., :, :-1]
+    left[..., :, :-1] = images[..., :, 1:]
+    up[..., :-1, :] = images[..., 1:, :]
+    down[..., 1:, :] = images[..., :-1, :]
+    return out
+
+
+class Batches:
+    """The training split in shuffled batches: `for images, labels in batches:` is one epoch.
+
+    Each pass draws a fresh random order from its own generator (seeded, so a run repeats exactly) and
+    takes every image once; a batch is an index slice of that order, normalized as it is taken. A
+    progress bar on stderr shows the pass; `position()` says where training is, for an interruption.
+    """
+
+    def __init__(self, data, batch_size, seed, epochs, progress=True):
+        self.data, self.batch_size, self.epochs, self.progress = data, batch_size, epochs, progress
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0          # passes begun
+        self.done = 0           # batches of this pass whose step has finished
+
+    def __len__(self):
+        return math.ceil(len(self.data.train) / self.batch_size)
+
+    def __iter__(self):
+        self.epoch += 1
+        train = self.data.train
+        order = torch.randperm(len(train), generator=self.generator).to(train.labels.device)
+        with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
+                  file=sys.stderr, disable=None if self.progress else True) as bar:
+            for self.done, start in enumerate(range(0, len(train), self.batch_size)):
+                idx = order[start:start + self.batch_size]
+                yield self.data.normalize(train.images[idx]), train.labels[idx]
+                bar.update()
+        self.done = len(self)
+
+    def position(self):
+        return f'epoch {max(self.epoch, 1)}/{self.epochs} at batch {self.done}/{len(self)}'
+
+
+# ----------------------------------------------------------------------------------------------
+# The test accuracy, and what the loop checks after each epoch
+
+@torch.no_grad()
+def predict(model, data, split=None, batch_size=500):
+    """The predicted class of every image of a split (default: the test split), on the device."""
+    split = split or data.test
+    model.eval()
+    return torch.cat([model(data.normalize(split.images[i:i + batch_size])).argmax(1)
+                      for i in range(0, len(split), batch_size)])
+
+
+def test_accuracy(model, data):
+    """The fraction of the test images the model classifies right."""
+    return (predict(model, data) == data.test.labels).float().mean().item()
+
+
+def stop_if_diverged(mean_loss, epoch):
+    """A loss of nan or inf means training has diverged and nothing more can be learned: say so."""
+    if not math.isfinite(mean_loss):
+        raise UserError(f'training diverged at epoch {epoch} (loss is {mean_loss}); try a smaller --lr')
+
+
+def last_accuracy(history):
+    """For the message of an interrupted run: the accuracy after the last finished epoch."""
+    if not history['accuracy']:
+        return 'last test accuracy: none yet'
+    return f'last test accuracy: {history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}'
+
+
+# ----------------------------------------------------------------------------------------------
+# Speed on CUDA: the training step recorded once as a CUDA graph and replayed
+
+def graphed_on_cuda(sgd_step, model, loss_fn, optimizer):
+    """step(images, labels) -> loss: sgd_step(model, loss_fn, optimizer, images, labels), recorded as a CUDA
+    graph and replayed when the model is on CUDA (CudaGraphStep says what that assumes); elsewhere, as is."""
+    if next(model.parameters()).device.type == 'cuda':
+        return CudaGraphStep(sgd_step, model, loss_fn, optimizer)
+    return functools.partial(sgd_step, model, loss_fn, optimizer)
+
+
+class CudaGraphStep:
+    """The training step, recorded once as a CUDA graph and replayed: two launches a step, not one per op.
+
+    At batch size 10 a step is far too small to keep a GPU busy: launching its kernels one by one from
+    Python is what takes the time. A replay runs the recorded kernels on the same memory, so:
+
+    - The first WARM_UP steps run as they are (they are real steps, nothing is undone): they create the
+      optimizer's state (momentum, Adam's averages), which the graph then updates in place.
+    - A replay reads each batch from fixed input tensors, and only batches of the first batch's shape are
+      replayed; another shape (the last, smaller batch of an epoch) runs as it is.
+    - The recording bakes in every plain value the step read: the learning rate and the other optimizer
+      settings, and which modules were in training mode (dropout). When any of them changes (an lr
+      scheduler stepped, model.eval()), the step is recorded anew before the next replay; when they change
+      again within MIN_STEPS_BETWEEN_RECORDINGS steps, recording costs more than it saves, and the rest of
+      training runs without the graph.
+    - The step must not wait for the GPU (no .item(), no print of a tensor) and an optimizer with a
+      `capturable` setting must have it on (torch.optim.Adam(..., capturable=True)). Otherwise, or when the
+      recording fails for any other reason, training goes on without the graph; either way one line on
+      stderr says why.
+    """
+
+    WARM_UP = 3
+    MIN_STEPS_BETWEEN_RECORDINGS = 20
+
+    def __init__(self, sgd_step, model, loss_fn, optimizer):
+        self.sgd_step, self.model, self.loss_fn, self.optimizer = sgd_step, model, loss_fn, optimizer
+        self.steps = 0              # steps taken
+        self.shape = None           # the batch shape that is replayed
+        self.graph = None           # the recording, once made
+        self.settings = None        # what it baked in
+        self.recorded_at = None     # the step it was made at
+        self.off = None             # why the graph is no longer used, once it is not
+
+    def __call__(self, images, labels):
+        action = self.next_action(images)
+        if action == 'record':
+            self.settings, self.recorded_at = recorded_settings(self.model, self.optimizer), self.steps
+            try:
+                self.record(images, labels)
+            except Exception as e:  # noqa: BLE001 -- whatever stops the recording, training goes on without it
+                self.turn_off(f'the step could not be recorded ({first_line(e)})')
+                action = 'eager'
+        self.steps += 1
+        if action == 'warm-up':
+            return self.warm_up(images, labels)
+        if action == 'eager':
+            return self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
+        return self.replay(images, labels)
+
+    def next_action(self, images):
+        """How to take the next step: 'warm-up', 'record' (then replay), 'replay', or 'eager' (as it is)."""
+        if self.off:
+            return 'eager'
+        if self.steps < self.WARM_UP:
+            return 'warm-up'
+        self.shape = self.shape or images.shape
+        if images.shape != self.shape:
+            return 'eager'
+        if self.graph is None:
+            blocker = graph_blocker(self.optimizer)
+            if blocker:
+                self.turn_off(blocker)
+                return 'eager'
+            return 'record'
+        if recorded_settings(self.model, self.optimizer) != self.settings:
+            if self.steps - self.recorded_at < self.MIN_STEPS_BETWEEN_RECORDINGS:
+                self.turn_off(f'the optimizer settings or the model mode changed within '
+                              f'{self.MIN_STEPS_BETWEEN_RECORDINGS} steps of the last recording')
+                return 'eager'
+            return 'record'
+        return 'replay'
+
+    def turn_off(self, reason):
+        self.off, self.graph = reason, None
+        print(f'CUDA graph off: {reason}; training goes on with plain steps', file=sys.stderr, flush=True)
+
+    def warm_up(self, images, labels):
+        """A real step on a side stream, as PyTorch asks before a recording."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*capturable=True.*')  # Adam's note about eager steps
+            loss = self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
+        torch.cuda.current_stream().wait_stream(side)
+        return loss
+
+    def record(self, images, labels):
+        self.graph = None           # frees the previous recording's memory first
+        self.images, self.labels = images.clone(), labels.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.loss = self.sgd_step(self.model, self.loss_fn, self.optimizer, self.images, self.labels)
+        self.graph = graph
+
+    def replay(self, images, labels):
+        self.images.copy_(images)
+        self.labels.copy_(labels)
+        self.graph.replay()
+        return self.loss.clone()    # the next replay overwrites self.loss
+
+
+def recorded_settings(model, optimizer):
+    """The plain values a recorded step bakes in: each optimizer setting (a tensor counts by identity, as a
+    replay reads it where it is) and each module's training mode."""
+    groups = tuple(tuple((key, id(value) if isinstance(value, torch.Tensor) else value)
+                         for key, value in group.items() if key != 'params') + (len(group['params']),)
+                   for group in optimizer.param_groups)
+    return groups, tuple(module.training for module in model.modules())
+
+
+def graph_blocker(optimizer):
+    """Why this optimizer's step cannot be recorded as a CUDA graph, or None."""
+    if any(group.get('capturable') is False for group in optimizer.param_groups):
+        name = type(optimizer).__name__
+        return f'{name} with capturable=False cannot be recorded (create it with {name}(..., capturable=True))'
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Device
+
+def choose_device(name='auto'):
+    """`auto`: the accelerator torch finds (CUDA, MPS, ...), else the CPU. A named one must exist."""
+    if name == 'auto':
+        accelerator = getattr(torch, 'accelerator', None)
+        if accelerator is not None:
+            if accelerator.is_available():
+                return torch.device(accelerator.current_accelerator())
+            return torch.device('cpu')
+        if torch.cuda.is_available():
+            return torch.device('cuda')
+        if torch.backends.mps.is_available():
+            return torch.device('mps')
+        return torch.device('cpu')
+    available = {'cpu': True,
+                 'cuda': torch.cuda.is_available(),
+                 'mps': torch.backends.mps.is_available()}[name]
+    if not available:
+        raise ValueError(f'--device {name}: no {name.upper()} device is available here; try --device auto')
+    return torch.device(name)
+
+
+def memory_format_for(device):
+    """channels_last (N x H x W x C in memory) on the CPU: there its convolutions run about 1.5x faster."""
+    return torch.channels_last if device.type == 'cpu' else torch.contiguous_format
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,21 +403,28 @@ non_negative_float.__name__ = 'number'
 writable_path.__name__ = 'path'
 
 
+def plain_number(value):
+    """40, 0.1, 0.00005 (not 5e-05): as a recipe writes it."""
+    return str(value) if isinstance(value, int) else np.format_float_positional(value, trim='0')
+
+
+def recipe_default(key, recipes):
+    """'(default: 0.1)', or '(default: 0.1 for simple, 0.03 for relu)' when the nets' recipes differ."""
+    values = {plain_number(recipe[key]) for recipe in recipes.values()}
+    if len(values) == 1:
+        return f'(default: {values.pop()})'
+    return ('(default: ' + ', '.join(f'{plain_number(recipe[key])} for {net}' for net, recipe in recipes.items())
+            + ')')
+
+
 def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_size=10, extend=True):
     """The flags every training script shares. `recipes[net]` holds that net's default epochs, lr, wd."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     first = next(iter(nets))
-
-    def per_net(key):
-        values = {recipes[n][key] for n in nets}
-        if len(values) == 1:
-            return f'(default: {values.pop()})'
-        return '(default: ' + ', '.join(f'{recipes[n][key]} for {n}' for n in nets) + ')'
-
     parser.add_argument('--net', choices=list(nets), default=first, help=f'which network (default: {first})')
-    parser.add_argument('--epochs', type=positive_int, help='training epochs ' + per_net('epochs'))
-    parser.add_argument('--lr', type=positive_float, help='SGD learning rate ' + per_net('lr'))
-    parser.add_argument('--wd', type=non_negative_float, help='SGD weight decay ' + per_net('wd'))
+    parser.add_argument('--epochs', type=positive_int, help='training epochs ' + recipe_default('epochs', recipes))
+    parser.add_argument('--lr', type=positive_float, help='SGD learning rate ' + recipe_default('lr', recipes))
+    parser.add_argument('--wd', type=non_negative_float, help='SGD weight decay ' + recipe_default('wd', recipes))
     parser.add_argument('--batch-size', type=positive_int, default=batch_size,
                         help=f'training batch size (default: {batch_size})')
     if len(datasets) > 1:
@@ -154,7 +458,7 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
 
 
 def parse_args(parser, argv=None):
-    """Parse, then fill what the user left out from the chosen net's recipe."""
+    """Parse, then fill what the user left out from the chosen net's recipe, and pick the device."""
     args = parser.parse_args(argv)
     for key, value in args.recipes[args.net].items():
         if getattr(args, key, None) is None:
@@ -168,281 +472,7 @@ def parse_args(parser, argv=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Device and seeds
-
-def choose_device(name='auto'):
-    """`auto`: the accelerator torch finds (CUDA, MPS, ...), else the CPU. A named one must exist."""
-    if name == 'auto':
-        accelerator = getattr(torch, 'accelerator', None)
-        if accelerator is not None:
-            if accelerator.is_available():
-                return torch.device(accelerator.current_accelerator())
-            return torch.device('cpu')
-        if torch.cuda.is_available():
-            return torch.device('cuda')
-        if torch.backends.mps.is_available():
-            return torch.device('mps')
-        return torch.device('cpu')
-    available = {'cpu': True,
-                 'cuda': torch.cuda.is_available(),
-                 'mps': torch.backends.mps.is_available()}[name]
-    if not available:
-        raise ValueError(f'--device {name}: no {name.upper()} device is available here; try --device auto')
-    return torch.device(name)
-
-
-def seed_everything(seed):
-    """Seed torch (every device) and return the generator that draws the batch order."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data
-
-@dataclass
-class Split:
-    images: torch.Tensor    # uint8, N x C x H x W, on the device
-    labels: torch.Tensor    # int64, N, on the device
-
-    def __len__(self):
-        return len(self.labels)
-
-
-@dataclass
-class Data:
-    name: str
-    train: Split
-    test: Split
-    mean: torch.Tensor      # 1 x C x 1 x 1, on the device
-    std: torch.Tensor
-    classes: tuple = field(default=())
-
-    def normalize(self, images):
-        """uint8 images -> float, the arithmetic of ToTensor (x / 255) then Normalize ((x - mean) / std)."""
-        layout = memory_format(images.device)
-        return images.to(torch.float32, memory_format=layout).div_(255).sub_(self.mean).div_(self.std)
-
-
-def memory_format(device):
-    """channels_last (N x H x W x C in memory) on the CPU: there its convolutions run about 1.5x faster."""
-    return torch.channels_last if device.type == 'cpu' else torch.contiguous_format
-
-
-def read_split(name, data_dir, train):
-    """One split through torchvision's class, as (uint8 N x C x H x W, int64 N) CPU tensors.
-
-    Looks for the files first and downloads only when they are missing. torchvision's own messages are
-    held back, so that stdout holds nothing but results and a failure is one line (a UserError).
-    """
-    info = DATASETS[name]
-    where = os.path.join(data_dir, info.folder)
-    try:
-        ds = info.cls(data_dir, train=train, download=False)
-    except RuntimeError as e:
-        if 'not found' not in str(e).lower():  # the files are there, but do not parse
-            raise UserError(damaged(info, where, train, e)) from None
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # its progress bars still go to stderr
-                ds = info.cls(data_dir, train=train, download=True)
-        except (RuntimeError, OSError) as e:  # URLError is an OSError
-            raise UserError(f'{name} is missing or incomplete in {where} and could not be downloaded '
-                            f'({first_line(e)}). Place {", ".join(info.files)} there, or point '
-                            f'--data-dir to a folder that has {info.folder}/') from None
-    except (AssertionError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise UserError(damaged(info, where, train, e)) from None
-    images = torch.as_tensor(ds.data)
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # N x H x W (x C)
-    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
-
-
-def damaged(info, where, train, error):
-    """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
-    path = where
-    if issubclass(info.cls, datasets.MNIST):
-        prefix = 'train' if train else 't10k'
-        for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
-                             (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
-            try:
-                reader(os.path.join(where, file))
-            except Exception:  # noqa: BLE001 -- any failure to parse marks this file
-                path = os.path.join(where, file)
-                break
-    return (f'{path} is damaged or truncated ({first_line(error)}); '
-            f'delete it and run again to download it anew')
-
-
-def first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[-1].strip() if lines else type(error).__name__
-
-
-def shifted(images):
-    """The images plus four copies moved one pixel right, left, up and down; the vacated edge is 0.
-
-    Written straight into one preallocated tensor: no intermediate copies, so peak memory is the result.
-    """
-    n = len(images)
-    out = images.new_zeros((5 * n, *images.shape[1:]))
-    original, right, left, up, down = out.split(n)
-    original.copy_(images)
-    right[..., :, 1:] = images[..., :, :-1]
-    left[..., :, :-1] = images[..., :, 1:]
-    up[..., :-1, :] = images[..., 1:, :]
-    down[..., 1:, :] = images[..., :-1, :]
-    return out
-
-
-def load_data(name, data_dir, device, limit=None, extend=False, pad=0):
-    """Both splits of a dataset, whole on the device.
-
-    limit: keep the first N images of each split. extend: grow the training split 5x by one-pixel
-    shifts. pad: add that many black (0) pixels on every side of each image.
-    """
-    info = DATASETS[name]
-    splits = []
-    for train in (True, False):
-        images, labels = read_split(name, data_dir, train)
-        images, labels = images[:limit], labels[:limit]
-        if train and extend:
-            images, labels = shifted(images), labels.repeat(5)
-        if pad:
-            images = torch.nn.functional.pad(images, (pad,) * 4)
-        splits.append(Split(images.to(device), labels.to(device)))
-    channels = (1, -1, 1, 1)
-    return Data(name, *splits,
-                mean=torch.tensor(info.mean, device=device).view(channels),
-                std=torch.tensor(info.std, device=device).view(channels),
-                classes=info.classes)
-
-
-# ----------------------------------------------------------------------------------------------
-# Training and testing
-
-def batches(n, batch_size, generator, device):
-    """One epoch's batches: slices of a fresh random permutation, moved to the device once."""
-    order = torch.randperm(n, generator=generator).to(device)
-    return (order[i:i + batch_size] for i in range(0, n, batch_size))
-
-
-@torch.no_grad()
-def predict(model, data, split=None, batch_size=500):
-    """The predicted class of every image of a split (default: the test split), on the device."""
-    split = split or data.test
-    model.eval()
-    return torch.cat([model(data.normalize(split.images[i:i + batch_size])).argmax(1)
-                      for i in range(0, len(split), batch_size)])
-
-
-def accuracy(model, data):
-    return (predict(model, data) == data.test.labels).float().mean().item()
-
-
-def sgd_step(model, loss_fn, optimizer, data, idx, total):
-    """One SGD step on the training images `idx`; adds the batch's summed loss to `total` (on the device)."""
-    loss = loss_fn(model(data.normalize(data.train.images[idx])), data.train.labels[idx])
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    total += loss.detach() * len(idx)
-
-
-def graphed_step(model, loss_fn, optimizer, data, batch_size, total):
-    """On CUDA, sgd_step recorded once as a CUDA graph and replayed: 2 launches a step, not one per op.
-
-    At batch size 10 a step is far too small to keep a GPU busy: launching its kernels one by one from
-    Python is what takes the time. Recording needs a few warm-up steps; they are undone, so training
-    takes exactly the same steps as without the graph. A last, smaller batch runs without the graph.
-    """
-    idx = torch.zeros(batch_size, dtype=torch.long, device=total.device)  # the graph reads from here
-    saved = [p.detach().clone() for p in model.parameters()]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            sgd_step(model, loss_fn, optimizer, data, idx, total)
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.no_grad():
-        for p, value in zip(model.parameters(), saved):
-            p.copy_(value)
-    optimizer.zero_grad(set_to_none=True)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        sgd_step(model, loss_fn, optimizer, data, idx, total)
-    total.zero_()
-
-    def step(batch):
-        if len(batch) != batch_size:
-            return sgd_step(model, loss_fn, optimizer, data, batch, total)
-        idx.copy_(batch)
-        graph.replay()
-    return step
-
-
-def make_step(model, loss_fn, optimizer, data, batch_size, total):
-    """step(idx): one SGD step, its loss summed into `total`; graphed on CUDA."""
-    if total.device.type == 'cuda':
-        return graphed_step(model, loss_fn, optimizer, data, batch_size, total)
-    return lambda idx: sgd_step(model, loss_fn, optimizer, data, idx, total)
-
-
-def train_epoch(step, total, data, batch_size, generator, progress=None):
-    """One pass over the shuffled training split; returns the mean loss (the one host sync of the epoch)."""
-    total.zero_()
-    for idx in batches(len(data.train), batch_size, generator, total.device):
-        step(idx)
-        if progress is not None:
-            progress.update()
-    return total.item() / len(data.train)
-
-
-def train(model, loss_fn, data, args, generator):
-    """Plain SGD, epoch after epoch; after each the test accuracy and one printed line.
-
-    Returns the history: per epoch, the mean training loss and the test accuracy. The loss is checked
-    once an epoch (no host sync per step): nan or inf stops training with a UserError. Ctrl-C stops
-    it with an Interrupted that says where training was.
-    """
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    total = torch.zeros((), device=data.train.labels.device)
-    model.train()
-    step = make_step(model, loss_fn, optimizer, data, args.batch_size, total)
-    n_batches = math.ceil(len(data.train) / args.batch_size)
-    history = {'loss': [], 'accuracy': []}
-    epoch = batch = 0
-
-    def counted_step(idx):  # where Ctrl-C found us
-        nonlocal batch
-        step(idx)
-        batch += 1
-
-    try:
-        for epoch in range(1, args.epochs + 1):
-            start = time.perf_counter()
-            model.train()
-            batch = 0
-            with tqdm(total=n_batches, desc=f'Epoch {epoch}/{args.epochs}', unit='batch', leave=False,
-                      file=sys.stderr, disable=True if args.no_progress else None) as progress:
-                mean_loss = train_epoch(counted_step, total, data, args.batch_size, generator, progress)
-            if not math.isfinite(mean_loss):
-                raise UserError(f'training diverged at epoch {epoch} (loss is {mean_loss}); try a smaller --lr')
-            acc = accuracy(model, data)
-            history['loss'].append(mean_loss)
-            history['accuracy'].append(acc)
-            print(f'Test data results: {acc:.4f}, Epoch {epoch}/{args.epochs}, '
-                  f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
-    except KeyboardInterrupt:
-        last = f'{history["accuracy"][-1]:.4f} after epoch {epoch - 1}' if history['accuracy'] else 'none yet'
-        raise Interrupted(f'interrupted in epoch {epoch}/{args.epochs} at batch {batch}/{n_batches}; '
-                          f'last test accuracy: {last}') from None
-    print()
-    print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    return history
-
-
-class Interrupted(Exception):
-    """Ctrl-C during training; the message says where it stopped."""
-
+# Saving and loading
 
 def atomic_write(path, write):
     """write(file) into a temporary file beside `path`, then os.replace: a run stopped midway leaves
@@ -463,13 +493,39 @@ def atomic_write(path, write):
         raise
 
 
-def save_model(path, model, args, data):
-    """Save the weights with what is needed to use them again: script, net, dataset, normalization."""
+def save_model_if_asked(args, model, data):
+    """--save-model PATH: the weights with what is needed to use them again (script, net, dataset,
+    normalization). Not after --load-model, which trains nothing."""
+    if not args.save_model or args.load_model:
+        return
+    info = DATASETS[data.name]
     checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
-                  'mean': list(DATASETS[data.name].mean), 'std': list(DATASETS[data.name].std),
+                  'mean': list(info.mean), 'std': list(info.std),
                   'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
-    atomic_write(path, lambda f: torch.save(checkpoint, f))
-    print(f'Model saved to {path}', file=sys.stderr)
+    atomic_write(args.save_model, lambda f: torch.save(checkpoint, f))
+    print(f'Model saved to {args.save_model}', file=sys.stderr)
+
+
+def load_model(path, model, args):
+    """Load weights saved by save_model_if_asked into `model`; anything else is one clear UserError."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f'--load-model {path}: no such file') from None
+    except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
+        raise UserError(f'--load-model {path}: not a model saved by these scripts ({last_line(e)})') from None
+    if not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset', 'state_dict'} <= checkpoint.keys():
+        raise UserError(f'--load-model {path}: not a model saved by these scripts')
+    if (checkpoint['script'], checkpoint['net']) != (args.script, args.net):
+        raise UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
+                        f'run {checkpoint["script"]} --net {checkpoint["net"]}')
+    if checkpoint['dataset'] != args.dataset:
+        raise UserError(f'--load-model {path}: it was trained on {checkpoint["dataset"]}; '
+                        f'add --dataset {checkpoint["dataset"]}')
+    try:
+        model.load_state_dict(checkpoint['state_dict'])
+    except RuntimeError as e:
+        raise UserError(f'--load-model {path}: the weights do not fit the {args.net!r} net ({last_line(e)})') from None
 
 
 def save_plot(path, history, model, data):
@@ -508,57 +564,64 @@ def save_plot(path, history, model, data):
     print(f'Plot saved to {path}', file=sys.stderr)
 
 
-def load_model(path, model, args):
-    """Load weights saved by save_model into `model`; anything else is one clear UserError."""
+# ----------------------------------------------------------------------------------------------
+# Reading the files, through torchvision
+
+def read_split(name, data_dir, train):
+    """One split through torchvision's class, as (uint8 N x C x H x W, int64 N) CPU tensors.
+
+    Looks for the files first and downloads only when they are missing. torchvision's own messages are
+    held back, so that stdout holds nothing but results and a failure is one line (a UserError).
+    """
+    info = DATASETS[name]
+    where = os.path.join(data_dir, info.folder)
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f'--load-model {path}: no such file') from None
-    except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
-        raise UserError(f'--load-model {path}: not a model saved by these scripts ({first_line(e)})') from None
-    if not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset', 'state_dict'} <= checkpoint.keys():
-        raise UserError(f'--load-model {path}: not a model saved by these scripts')
-    if (checkpoint['script'], checkpoint['net']) != (args.script, args.net):
-        raise UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
-                        f'run {checkpoint["script"]} --net {checkpoint["net"]}')
-    if checkpoint['dataset'] != args.dataset:
-        raise UserError(f'--load-model {path}: it was trained on {checkpoint["dataset"]}; '
-                        f'add --dataset {checkpoint["dataset"]}')
-    try:
-        model.load_state_dict(checkpoint['state_dict'])
+        ds = info.cls(data_dir, train=train, download=False)
     except RuntimeError as e:
-        raise UserError(f'--load-model {path}: the weights do not fit the {args.net!r} net ({first_line(e)})') from None
-
-
-def run(args, make_model, loss_fn=torch.nn.functional.cross_entropy, pad=0):
-    """Everything after parsing: seed, build the model, load the data, then train (or, with
-    --load-model, only test), print, save. Returns (model, data, history)."""
-    print(f'Device: {args.device}', flush=True)
-    generator = seed_everything(args.seed)
-    model = make_model()
-    if args.load_model:
-        load_model(args.load_model, model, args)
-    model = model.to(args.device, memory_format=memory_format(args.device))
-    data = load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
-                     pad=pad)
-    if args.load_model:
-        history = {'loss': [], 'accuracy': [accuracy(model, data)]}
-        print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    else:
+        if 'not found' not in str(e).lower():  # the files are there, but do not parse
+            raise UserError(damaged_file_message(info, where, train, e)) from None
         try:
-            history = train(model, loss_fn, data, args, generator)
-        except Interrupted:
-            if args.save_model:
-                save_model(args.save_model, model, args, data)
-            raise
-        if args.save_model:
-            save_model(args.save_model, model, args, data)
-    if args.plot:
-        save_plot(args.plot, history, model, data)
-    return model, data, history
+            with contextlib.redirect_stdout(io.StringIO()):  # its progress bars still go to stderr
+                ds = info.cls(data_dir, train=train, download=True)
+        except (RuntimeError, OSError) as e:  # URLError is an OSError
+            raise UserError(f'{name} is missing or incomplete in {where} and could not be downloaded '
+                            f'({last_line(e)}). Place {", ".join(info.files)} there, or point '
+                            f'--data-dir to a folder that has {info.folder}/') from None
+    except (AssertionError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise UserError(damaged_file_message(info, where, train, e)) from None
+    images = torch.as_tensor(ds.data)
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # N x H x W (x C)
+    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
 
 
-def main_guard(main):
+def damaged_file_message(info, where, train, error):
+    """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
+    path = where
+    if issubclass(info.cls, datasets.MNIST):
+        prefix = 'train' if train else 't10k'
+        for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
+                             (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
+            try:
+                reader(os.path.join(where, file))
+            except Exception:  # noqa: BLE001 -- any failure to parse marks this file
+                path = os.path.join(where, file)
+                break
+    return (f'{path} is damaged or truncated ({last_line(error)}); '
+            f'delete it and run again to download it anew')
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors: one line on stderr and an exit status, never a traceback
+
+class UserError(Exception):
+    """A problem the user can fix (data, a model file, divergence); its message is the one line we print."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; the message says where it stopped."""
+
+
+def run_as_command(main):
     """Run a script's main() as a command: a UserError is one line on stderr and exit status 1; Ctrl-C
     during training says where it stopped and exits 130 (elsewhere it exits 130 quietly)."""
     try:
@@ -572,6 +635,18 @@ def main_guard(main):
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
+
+
+def first_line(error):
+    """The first non-empty line of an error's message (its type's name when the message is empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
+
+
+def last_line(error):
+    """The last non-empty line of an error's message (its type's name when the message is empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,7 +665,8 @@ def stats(argv=None):
     args = parser.parse_args(argv)
     train_images, _ = read_split(args.dataset, args.data_dir, train=True)
     test_images, _ = read_split(args.dataset, args.data_dir, train=False)
-    rows = [('training', train_images), ('extended training', shifted(train_images)), ('test', test_images)]
+    rows = [('training', train_images), ('extended training', with_shifted_copies(train_images)),
+            ('test', test_images)]
     for label, images in rows:
         mean, std = mean_std(images)
         figures = ', '.join(f'mean {m:.4f} std {s:.4f}' for m, s in zip(mean, std))
@@ -600,4 +676,4 @@ def stats(argv=None):
 if __name__ == '__main__':
     if sys.argv[1:2] != ['stats']:
         sys.exit('usage: python common.py stats [--dataset NAME] [--data-dir DIR]')
-    main_guard(lambda: stats(sys.argv[2:]))
+    run_as_command(lambda: stats(sys.argv[2:]))

@@ -1,6 +1,7 @@
 """How fast is one epoch? Our pipeline against the textbook one, same net, same optimizer, same run.
 
-(a) ours: common.py — the dataset whole on the device as uint8, batches sliced from a permutation.
+(a) ours: the scripts' own epoch: common.Batches (the dataset whole on the device as uint8, batches sliced
+    from a permutation) and the script's sgd_step through common.graphed_on_cuda.
 (b) textbook: torchvision dataset with ToTensor + Normalize transforms, DataLoader(batch_size=10,
     shuffle=True), and a DataLoader(batch_size=1000) for the test pass.
 
@@ -33,12 +34,17 @@ import common  # noqa: E402
 import pytorch_mnist  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
 
-NETS = {  # name: (builder, loss, lr, wd) at the published recipe
-    'dense': (pytorch_mnist.nielsen, pytorch_mnist.quadratic_cost, 3.0, 0.0),
-    'simple': (pytorch_mnist_convnet.simple, F.cross_entropy, 0.1, 0.0),
-    '2conv': (pytorch_mnist_convnet.two_conv, F.cross_entropy, 0.1, 0.0),
-    'relu': (pytorch_mnist_convnet.relu, F.cross_entropy, 0.03, 0.00005),
-    'final': (pytorch_mnist_convnet.final, F.cross_entropy, 0.005, 0.0),
+def lr_wd(script, net):
+    """The learning rate and weight decay of the net's published recipe, as the script has them."""
+    return script.RECIPES[net]['lr'], script.RECIPES[net]['wd']
+
+
+NETS = {  # name: (builder, loss, lr, wd)
+    'dense': (pytorch_mnist.nielsen, pytorch_mnist.quadratic_cost, *lr_wd(pytorch_mnist, 'nielsen')),
+    'simple': (pytorch_mnist_convnet.simple, F.cross_entropy, *lr_wd(pytorch_mnist_convnet, 'simple')),
+    '2conv': (pytorch_mnist_convnet.two_conv, F.cross_entropy, *lr_wd(pytorch_mnist_convnet, '2conv')),
+    'relu': (pytorch_mnist_convnet.relu, F.cross_entropy, *lr_wd(pytorch_mnist_convnet, 'relu')),
+    'final': (pytorch_mnist_convnet.final, F.cross_entropy, *lr_wd(pytorch_mnist_convnet, 'final')),
 }
 
 
@@ -58,14 +64,22 @@ def timed(fn, device):
 
 
 def ours(model, loss_fn, lr, wd, data, batch_size, device):
+    """One epoch as the scripts' train() runs it, then their test pass."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
-    generator = torch.Generator().manual_seed(int(torch.randint(2 ** 31, ())))  # a new batch order each repeat
-    total = torch.zeros((), device=device)
-    model.train()
-    step = common.make_step(model, loss_fn, optimizer, data, batch_size, total)  # CUDA: records the graph
-    train = timed(lambda: common.train_epoch(step, total, data, batch_size, generator), device)
+    step = common.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, loss_fn, optimizer)
+    seed = int(torch.randint(2 ** 31, ()))  # a new batch order each repeat
+    batches = common.Batches(data, batch_size, seed, epochs=1, progress=False)
+
+    def epoch():
+        model.train()
+        loss_sum = 0
+        for images, labels in batches:
+            loss_sum += step(images, labels) * len(labels)
+        return loss_sum.item() / len(data.train)
+
+    train = timed(epoch, device)
     accuracy = []
-    test = timed(lambda: accuracy.append(common.accuracy(model, data)), device)
+    test = timed(lambda: accuracy.append(common.test_accuracy(model, data)), device)
     return train, test, accuracy[0]
 
 
@@ -126,7 +140,7 @@ def main():
     parser.add_argument('--no-baseline', action='store_true', help='time ours only (default: both)')
     args = parser.parse_args()
     device = common.choose_device(args.device)
-    layout = common.memory_format(device)  # ours as the scripts run it; the textbook model stays as built
+    layout = common.memory_format_for(device)  # ours as the scripts run it; the textbook model stays as built
     torch.manual_seed(0)
 
     data = common.load_data(args.dataset, args.data_dir, device, limit=args.limit)

@@ -83,7 +83,7 @@ def test_each_shift_on_a_hand_made_image():
     image = torch.tensor([[1, 2, 3],
                           [4, 5, 6],
                           [7, 8, 9]], dtype=torch.uint8).view(1, 1, 3, 3)
-    original, right, left, up, down = common.shifted(image)
+    original, right, left, up, down = common.with_shifted_copies(image)
     assert original.tolist() == [[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]
     assert right.tolist() == [[[0, 1, 2], [0, 4, 5], [0, 7, 8]]]
     assert left.tolist() == [[[2, 3, 0], [5, 6, 0], [8, 9, 0]]]
@@ -108,16 +108,50 @@ def test_padding_adds_a_black_border(data_dir):
 
 # ---- batches, seeds, the loop ------------------------------------------------------------------
 
-def test_every_example_once_per_epoch():
-    generator = torch.Generator().manual_seed(0)
+def batches_of(n, batch_size=10, seed=0, epochs=2):
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    split = common.Split(images, torch.arange(n))
+    zero, one = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+    data = common.Data('mnist', split, split, mean=zero, std=one)
+    return common.Batches(data, batch_size, seed=seed, epochs=epochs, progress=False)
+
+
+def test_every_example_once_per_epoch_in_a_fresh_order():
+    batches = batches_of(103)
+    assert len(batches) == 11
     orders = []
     for _ in range(2):
-        parts = list(common.batches(103, 10, generator, torch.device('cpu')))
-        assert [len(p) for p in parts] == [10] * 10 + [3]
-        order = torch.cat(parts)
+        parts = list(batches)
+        assert [len(labels) for _, labels in parts] == [10] * 10 + [3]
+        order = torch.cat([labels for _, labels in parts])
         assert torch.equal(order.sort().values, torch.arange(103))
+        for images, labels in parts:  # each image travels with its own label, normalized (x / 255 here)
+            assert torch.equal(images[:, 0, 0, 0], labels.float() / 255)
         orders.append(order)
-    assert not torch.equal(orders[0], orders[1])  # a fresh order each epoch
+    assert not torch.equal(orders[0], orders[1])
+
+
+def test_batch_order_comes_from_the_seed_alone():
+    """The order of a run with --seed S: randperm from a generator seeded with S, untouched by the global
+    generator (which draws the initial weights and the dropout masks)."""
+    first = torch.cat([labels for _, labels in batches_of(50, seed=7)])
+    torch.manual_seed(123)
+    torch.rand(10)
+    again = torch.cat([labels for _, labels in batches_of(50, seed=7)])
+    assert torch.equal(first, again)
+    assert torch.equal(first, torch.randperm(50, generator=torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, torch.cat([labels for _, labels in batches_of(50, seed=8)]))
+
+
+def test_position_counts_the_finished_steps():
+    batches = batches_of(95, epochs=3)
+    assert batches.position() == 'epoch 1/3 at batch 0/10'
+    list(batches)
+    assert batches.position() == 'epoch 1/3 at batch 10/10'  # e.g. interrupted in the test pass
+    for i, _ in enumerate(batches):
+        if i == 4:  # the step of the fifth batch is running: four have finished
+            break
+    assert batches.position() == 'epoch 2/3 at batch 4/10'
 
 
 def args_for(data_dir, *extra):
