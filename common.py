@@ -3,11 +3,12 @@ what they all need is here, teaching core first and plumbing after:
 
     the data, whole on the device     load_data, Data.normalize, with_shifted_copies
     its batches                       Batches: `for images, labels in batches:`
-    the test accuracy                 predict, test_accuracy
-    speed on CUDA                     graphed_on_cuda: the training step recorded once as a CUDA graph
+    the test accuracy                 predict, test_accuracy (and stop_if_diverged, where_training_stopped)
+    speed on CUDA                     graphed_on_cuda: the training step recorded as a CUDA graph, replayed
     device                            choose_device, memory_format_for
     flags                             make_parser, parse_args
-    saving and loading                save_model_if_asked, load_model, save_plot
+    saving and loading                save_model_if_asked, load_weights_into, save_plot
+    reading the files                 read_split, through torchvision's dataset classes
     errors                            UserError, Interrupted, run_as_command
     normalization figures             python common.py stats
 
@@ -160,16 +161,16 @@ class Batches:
         return math.ceil(len(self.data.train) / self.batch_size)
 
     def __iter__(self):
-        self.epoch += 1
+        self.epoch, self.done = self.epoch + 1, 0
         train = self.data.train
         order = torch.randperm(len(train), generator=self.generator).to(train.labels.device)
         with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
                   file=sys.stderr, disable=None if self.progress else True) as bar:
-            for self.done, start in enumerate(range(0, len(train), self.batch_size)):
+            for start in range(0, len(train), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 yield self.data.normalize(train.images[idx]), train.labels[idx]
+                self.done += 1  # the loop asks for the next batch: this one's step has finished
                 bar.update()
-        self.done = len(self)
 
     def position(self):
         return f'epoch {max(self.epoch, 1)}/{self.epochs} at batch {self.done}/{len(self)}'
@@ -180,11 +181,15 @@ class Batches:
 
 @torch.no_grad()
 def predict(model, data, split=None, batch_size=500):
-    """The predicted class of every image of a split (default: the test split), on the device."""
+    """The predicted class of every image of a split (default: the test split), on the device. The model
+    runs in eval mode (no dropout), and is left in the mode it was in."""
     split = split or data.test
+    was_training = model.training
     model.eval()
-    return torch.cat([model(data.normalize(split.images[i:i + batch_size])).argmax(1)
-                      for i in range(0, len(split), batch_size)])
+    predicted = torch.cat([model(data.normalize(split.images[i:i + batch_size])).argmax(1)
+                           for i in range(0, len(split), batch_size)])
+    model.train(was_training)
+    return predicted
 
 
 def test_accuracy(model, data):
@@ -198,15 +203,16 @@ def stop_if_diverged(mean_loss, epoch):
         raise UserError(f'training diverged at epoch {epoch} (loss is {mean_loss}); try a smaller --lr')
 
 
-def last_accuracy(history):
-    """For the message of an interrupted run: the accuracy after the last finished epoch."""
+def where_training_stopped(batches, history):
+    """The message of an interrupted run: where it was, and the accuracy after the last finished epoch."""
     if not history['accuracy']:
-        return 'last test accuracy: none yet'
-    return f'last test accuracy: {history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}'
+        return f'interrupted in {batches.position()}; last test accuracy: none yet'
+    return (f'interrupted in {batches.position()}; '
+            f'last test accuracy: {history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}')
 
 
 # ----------------------------------------------------------------------------------------------
-# Speed on CUDA: the training step recorded once as a CUDA graph and replayed
+# Speed on CUDA: the training step recorded as a CUDA graph and replayed
 
 def graphed_on_cuda(sgd_step, model, loss_fn, optimizer):
     """step(images, labels) -> loss: sgd_step(model, loss_fn, optimizer, images, labels), recorded as a CUDA
@@ -217,24 +223,26 @@ def graphed_on_cuda(sgd_step, model, loss_fn, optimizer):
 
 
 class CudaGraphStep:
-    """The training step, recorded once as a CUDA graph and replayed: two launches a step, not one per op.
+    """The training step, recorded as a CUDA graph and replayed: one replay a step, not one launch per op.
 
     At batch size 10 a step is far too small to keep a GPU busy: launching its kernels one by one from
     Python is what takes the time. A replay runs the recorded kernels on the same memory, so:
 
-    - The first WARM_UP steps run as they are (they are real steps, nothing is undone): they create the
-      optimizer's state (momentum, Adam's averages), which the graph then updates in place.
-    - A replay reads each batch from fixed input tensors, and only batches of the first batch's shape are
+    - Steps before a recording run as they are, on a side stream (WARM_UP of them at first, one before
+      each later recording). They are real steps, nothing is undone, and they create the optimizer's
+      state (momentum, Adam's averages) that the graph then updates in place.
+    - A replay reads each batch from fixed input tensors. Only batches of the first batch's shape are
       replayed; another shape (the last, smaller batch of an epoch) runs as it is.
-    - The recording bakes in every plain value the step read: the learning rate and the other optimizer
-      settings, and which modules were in training mode (dropout). When any of them changes (an lr
-      scheduler stepped, model.eval()), the step is recorded anew before the next replay; when they change
-      again within MIN_STEPS_BETWEEN_RECORDINGS steps, recording costs more than it saves, and the rest of
-      training runs without the graph.
-    - The step must not wait for the GPU (no .item(), no print of a tensor) and an optimizer with a
-      `capturable` setting must have it on (torch.optim.Adam(..., capturable=True)). Otherwise, or when the
-      recording fails for any other reason, training goes on without the graph; either way one line on
-      stderr says why.
+    - A recording bakes in the plain values the step read. Before each replay these are compared with
+      the recording's: every optimizer setting (lr, momentum, ...; a tensor setting by identity, since a
+      replay reads it where it lies), which parameters require gradients, and which modules are in
+      training mode (dropout). When one has changed (an lr scheduler stepped, model.eval()), the step is
+      recorded anew; when they change again within MIN_STEPS_BETWEEN_RECORDINGS steps, recording costs
+      more than it saves, and training goes on without the graph. Anything else the step reads from
+      Python (a layer's attribute such as Dropout.p) is not checked: make a new step after changing it.
+    - Only torch.optim.SGD and optimizers created with capturable=True are recorded, and the step must not
+      wait for the GPU (no .item(), no printed tensor). Otherwise, or when a recording fails for any other
+      reason, training goes on with plain steps, and one line on stderr says why.
     """
 
     WARM_UP = 3
@@ -242,73 +250,84 @@ class CudaGraphStep:
 
     def __init__(self, sgd_step, model, loss_fn, optimizer):
         self.sgd_step, self.model, self.loss_fn, self.optimizer = sgd_step, model, loss_fn, optimizer
-        self.steps = 0              # steps taken
-        self.shape = None           # the batch shape that is replayed
-        self.graph = None           # the recording, once made
-        self.settings = None        # what it baked in
-        self.recorded_at = None     # the step it was made at
-        self.off = None             # why the graph is no longer used, once it is not
+        self.steps = 0                  # steps taken
+        self.warm_ups_left = self.WARM_UP
+        self.shape = None               # the batch shape that is replayed: the first batch's
+        self.graph = None               # the recording, once made
+        self.settings = None            # the values it baked in
+        self.recorded_at = None         # the step it was made at
+        self.off_because = None         # why training goes on without the graph, once it does
+        self.images = self.labels = self.loss = None    # the recording's inputs and output
+        self.side_stream = None
 
     def __call__(self, images, labels):
-        action = self.next_action(images)
+        self.shape = self.shape or images.shape
+        action, reason = self.next_action(images)
+        if reason:
+            self.turn_off(reason)
+        if action in ('warm-up', 'record'):
+            self.drop_recording()
         if action == 'record':
-            self.settings, self.recorded_at = recorded_settings(self.model, self.optimizer), self.steps
+            self.settings, self.recorded_at = baked_in_settings(self.model, self.optimizer), self.steps
             try:
-                self.record(images, labels)
+                self.graph = self.record(images, labels)
             except Exception as e:  # noqa: BLE001 -- whatever stops the recording, training goes on without it
-                self.turn_off(f'the step could not be recorded ({first_line(e)})')
+                self.turn_off(f'the step could not be recorded ({first_line(innermost_cause(e))})')
                 action = 'eager'
         self.steps += 1
         if action == 'warm-up':
+            self.warm_ups_left = max(self.warm_ups_left - 1, 0)
             return self.warm_up(images, labels)
         if action == 'eager':
             return self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
         return self.replay(images, labels)
 
     def next_action(self, images):
-        """How to take the next step: 'warm-up', 'record' (then replay), 'replay', or 'eager' (as it is)."""
-        if self.off:
-            return 'eager'
-        if self.steps < self.WARM_UP:
-            return 'warm-up'
-        self.shape = self.shape or images.shape
-        if images.shape != self.shape:
-            return 'eager'
+        """How to take the next step, and why the graph must be turned off if it must:
+        ('warm-up' | 'record' | 'replay' | 'eager', reason or None). Changes nothing."""
+        if self.off_because or images.shape != self.shape:
+            return 'eager', None
+        if self.warm_ups_left:
+            return 'warm-up', None
         if self.graph is None:
-            blocker = graph_blocker(self.optimizer)
-            if blocker:
-                self.turn_off(blocker)
-                return 'eager'
-            return 'record'
-        if recorded_settings(self.model, self.optimizer) != self.settings:
+            reason = why_not_recordable(self.optimizer)
+            return ('eager', reason) if reason else ('record', None)
+        if not same_settings(baked_in_settings(self.model, self.optimizer), self.settings):
             if self.steps - self.recorded_at < self.MIN_STEPS_BETWEEN_RECORDINGS:
-                self.turn_off(f'the optimizer settings or the model mode changed within '
-                              f'{self.MIN_STEPS_BETWEEN_RECORDINGS} steps of the last recording')
-                return 'eager'
-            return 'record'
-        return 'replay'
+                return 'eager', (f'the optimizer settings or the model mode changed within '
+                                 f'{self.MIN_STEPS_BETWEEN_RECORDINGS} steps of the last recording')
+            return 'warm-up', None  # then record: a setting may need state that only a real step creates
+        return 'replay', None
 
     def turn_off(self, reason):
-        self.off, self.graph = reason, None
+        self.off_because = reason
+        self.drop_recording()
         print(f'CUDA graph off: {reason}; training goes on with plain steps', file=sys.stderr, flush=True)
+
+    def drop_recording(self):
+        self.graph = self.images = self.labels = self.loss = None
 
     def warm_up(self, images, labels):
         """A real step on a side stream, as PyTorch asks before a recording."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), warnings.catch_warnings():
+        self.side_stream = self.side_stream or torch.cuda.Stream()
+        self.side_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side_stream), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*capturable=True.*')  # Adam's note about eager steps
             loss = self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self.side_stream)
         return loss
 
     def record(self, images, labels):
-        self.graph = None           # frees the previous recording's memory first
+        """The graph of one step on fixed inputs; recording runs nothing, so the replay after it takes the step."""
+        self.optimizer.zero_grad(set_to_none=True)  # the gradients will live in the recording's memory
         self.images, self.labels = images.clone(), labels.clone()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.loss = self.sgd_step(self.model, self.loss_fn, self.optimizer, self.images, self.labels)
-        self.graph = graph
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(graph):
+                self.loss = self.sgd_step(self.model, self.loss_fn, self.optimizer, self.images, self.labels)
+        finally:
+            torch.cuda.set_stream(stream)  # a failed recording can leave its own stream current
+        return graph
 
     def replay(self, images, labels):
         self.images.copy_(images)
@@ -317,21 +336,37 @@ class CudaGraphStep:
         return self.loss.clone()    # the next replay overwrites self.loss
 
 
-def recorded_settings(model, optimizer):
-    """The plain values a recorded step bakes in: each optimizer setting (a tensor counts by identity, as a
-    replay reads it where it is) and each module's training mode."""
-    groups = tuple(tuple((key, id(value) if isinstance(value, torch.Tensor) else value)
-                         for key, value in group.items() if key != 'params') + (len(group['params']),)
-                   for group in optimizer.param_groups)
-    return groups, tuple(module.training for module in model.modules())
+def baked_in_settings(model, optimizer):
+    """The plain values a recording made now would bake in: each optimizer setting, which parameters
+    require gradients, and which modules are in training mode."""
+    settings = [(key, value) for group in optimizer.param_groups for key, value in group.items() if key != 'params']
+    settings += [('requires_grad', tuple(p.requires_grad for group in optimizer.param_groups for p in group['params']))]
+    return settings + [('training', tuple(module.training for module in model.modules()))]
 
 
-def graph_blocker(optimizer):
+def same_settings(now, recorded):
+    """Tensors compare by identity (a replay reads a tensor where it lies), everything else by value."""
+    return len(now) == len(recorded) and all(
+        key == old_key and (value is old if isinstance(value, torch.Tensor) or isinstance(old, torch.Tensor)
+                            else value == old)
+        for (key, value), (old_key, old) in zip(now, recorded))
+
+
+def why_not_recordable(optimizer):
     """Why this optimizer's step cannot be recorded as a CUDA graph, or None."""
+    name = type(optimizer).__name__
     if any(group.get('capturable') is False for group in optimizer.param_groups):
-        name = type(optimizer).__name__
         return f'{name} with capturable=False cannot be recorded (create it with {name}(..., capturable=True))'
+    if not isinstance(optimizer, torch.optim.SGD) and not all(group.get('capturable') for group in optimizer.param_groups):
+        return f'{name} is not known to be safe to record (only SGD and optimizers with capturable=True are)'
     return None
+
+
+def innermost_cause(error):
+    """The error that started a chain: a failed recording reports its own error on top of the real one."""
+    while error.__context__ is not None:
+        error = error.__context__
+    return error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -506,8 +541,9 @@ def save_model_if_asked(args, model, data):
     print(f'Model saved to {args.save_model}', file=sys.stderr)
 
 
-def load_model(path, model, args):
-    """Load weights saved by save_model_if_asked into `model`; anything else is one clear UserError."""
+def load_weights_into(model, path, args):
+    """Put the weights that save_model_if_asked saved at `path` into `model`, as model.load_state_dict
+    does; a file that does not fit is one clear UserError."""
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
@@ -618,7 +654,7 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training; the message says where it stopped."""
+    """Ctrl-C during training; the message (where_training_stopped) says where it stopped."""
 
 
 def run_as_command(main):

@@ -58,11 +58,11 @@ def train(args, model, data, loss_fn):
     try:
         for epoch in range(1, args.epochs + 1):
             start = time.perf_counter()
-            model.train()
+            model.train()  # dropout on (test_accuracy runs the model in eval mode)
             loss_sum = 0
             for images, labels in batches:
                 loss_sum += step(images, labels) * len(labels)
-            mean_loss = loss_sum.item() / len(data.train)  # the one wait for the device in an epoch
+            mean_loss = loss_sum.item() / len(data.train)  # waits for the device; the batch loop never does
             common.stop_if_diverged(mean_loss, epoch)
             accuracy = common.test_accuracy(model, data)
             history['loss'].append(mean_loss)
@@ -71,7 +71,7 @@ def train(args, model, data, loss_fn):
                   f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
     except KeyboardInterrupt:  # Ctrl-C: keep what was learned, say where training stopped
         common.save_model_if_asked(args, model, data)
-        raise common.Interrupted(f'interrupted in {batches.position()}; {common.last_accuracy(history)}') from None
+        raise common.Interrupted(common.where_training_stopped(batches, history)) from None
     return history
 
 
@@ -81,13 +81,13 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device)
     if args.load_model:  # checked before any data is read
-        common.load_model(args.load_model, model, args)
+        common.load_weights_into(model, args.load_model, args)
     data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data)
     if args.load_model:  # a saved model: test it, train nothing
         history = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}
     else:
         history = train(args, model, data, LOSSES[args.net])
-        print()
+        print()  # an empty line, then the result line
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
     common.save_model_if_asked(args, model, data)
     if args.plot:

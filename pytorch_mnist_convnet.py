@@ -11,7 +11,8 @@ published recipe; these commands reproduce the published MNIST test accuracies:
 
 The recipes as first published spelled the values out, and still work verbatim:
 `--net relu --lr 0.03 --wd 0.00005 [--extend_data]`, `--net final --epochs 40 --lr 0.005 --extend_data`.
-Also `--net lenet`, the PyTorch tutorial's LeNet, for which the 28x28 images are padded to 32x32.
+Also `--net lenet`, the LeNet of the PyTorch tutorial's earlier version (3x3 convolutions), for which the
+28x28 images are padded to 32x32.
 Try any of them quickly with `--epochs 1 --limit 1000`; `--help` lists every flag.
 """
 import time
@@ -22,8 +23,8 @@ import torch.nn.functional as F
 
 import common
 
-# Each conv layer is followed by 2x2 max-pooling, then the activation: pooling first is the same
-# function (max-pool commutes with a rising activation) on 4x fewer values.
+# In Nielsen's nets each conv layer is followed by 2x2 max-pooling, then the activation: pooling first is
+# the same function (max-pool commutes with a rising activation) on 4x fewer values.
 
 
 def simple():
@@ -56,7 +57,8 @@ def final():
 
 
 def lenet():
-    """The PyTorch tutorial's LeNet: 32 x 32 input, so the images get a 2-pixel black border."""
+    """The LeNet of the PyTorch tutorial's earlier version: 32 x 32 input, so the images get a 2-pixel black
+    border; ReLU before pooling, as there."""
     return nn.Sequential(
         nn.Conv2d(1, 6, 3), nn.ReLU(), nn.MaxPool2d(2),          # 6 x 15 x 15
         nn.Conv2d(6, 16, 3), nn.ReLU(), nn.MaxPool2d(2),         # 16 x 6 x 6
@@ -102,11 +104,11 @@ def train(args, model, data, loss_fn=F.cross_entropy):
     try:
         for epoch in range(1, args.epochs + 1):
             start = time.perf_counter()
-            model.train()
+            model.train()  # dropout on (test_accuracy runs the model in eval mode)
             loss_sum = 0
             for images, labels in batches:
                 loss_sum += step(images, labels) * len(labels)
-            mean_loss = loss_sum.item() / len(data.train)  # the one wait for the device in an epoch
+            mean_loss = loss_sum.item() / len(data.train)  # waits for the device; the batch loop never does
             common.stop_if_diverged(mean_loss, epoch)
             accuracy = common.test_accuracy(model, data)
             history['loss'].append(mean_loss)
@@ -115,7 +117,7 @@ def train(args, model, data, loss_fn=F.cross_entropy):
                   f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
     except KeyboardInterrupt:  # Ctrl-C: keep what was learned, say where training stopped
         common.save_model_if_asked(args, model, data)
-        raise common.Interrupted(f'interrupted in {batches.position()}; {common.last_accuracy(history)}') from None
+        raise common.Interrupted(common.where_training_stopped(batches, history)) from None
     return history
 
 
@@ -125,14 +127,14 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read
-        common.load_model(args.load_model, model, args)
+        common.load_weights_into(model, args.load_model, args)
     data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit,
                             extend=args.extend_data, pad=PADDING.get(args.net, 0))
     if args.load_model:  # a saved model: test it, train nothing
         history = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}
     else:
         history = train(args, model, data)
-        print()
+        print()  # an empty line, then the result line
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
     common.save_model_if_asked(args, model, data)
     if args.plot:

@@ -136,29 +136,27 @@ def test_off_cuda_the_step_is_the_scripts_own():
 
 @pytest.fixture
 def cpu_graph(monkeypatch):
-    """CudaGraphStep with its four CUDA calls replaced by plain steps: every decision it makes runs as on
+    """CudaGraphStep with its three CUDA calls replaced by plain steps: every decision it makes runs as on
     CUDA, and `actions` lists them."""
     actions = []
     decide = common.CudaGraphStep.next_action
 
     def next_action(self, images):
-        actions.append(decide(self, images))
-        return actions[-1]
-
-    def record(self, images, labels):
-        self.graph = 'recorded'
+        action, reason = decide(self, images)
+        actions.append(action)
+        return action, reason
 
     def eager(self, images, labels):
         return self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
 
     monkeypatch.setattr(common.CudaGraphStep, 'next_action', next_action)
-    monkeypatch.setattr(common.CudaGraphStep, 'record', record)
+    monkeypatch.setattr(common.CudaGraphStep, 'record', lambda self, images, labels: 'a recording')
     monkeypatch.setattr(common.CudaGraphStep, 'warm_up', eager)
     monkeypatch.setattr(common.CudaGraphStep, 'replay', eager)
     return actions
 
 
-def run_steps(optimizer_for, steps, every_step=lambda step, i: None, batch_sizes=None):
+def run_steps(optimizer_for, steps, after_step=lambda step, i: None, batch_sizes=None):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 3))
     optimizer = optimizer_for(model)
@@ -166,15 +164,25 @@ def run_steps(optimizer_for, steps, every_step=lambda step, i: None, batch_sizes
     for i in range(steps):
         n = batch_sizes[i] if batch_sizes else 10
         step(torch.randn(n, 4), torch.randint(0, 3, (n,)))
-        every_step(step, i)
+        after_step(step, i)
     return step
+
+
+def where(actions, action):
+    return [i for i, a in enumerate(actions) if a == action]
 
 
 def test_graph_warm_up_then_record_then_replay(cpu_graph, capsys):
     sizes = [10] * 9 + [5]
     step = run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), 10, batch_sizes=sizes)
     assert cpu_graph == ['warm-up'] * 3 + ['record'] + ['replay'] * 5 + ['eager']
-    assert step.off is None and capsys.readouterr().err == ''
+    assert step.off_because is None and capsys.readouterr().err == ''
+
+
+def test_graph_replays_the_first_batchs_shape(cpu_graph):
+    """A smaller batch right after the warm-up is taken as it is; the full batches are recorded."""
+    run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), 6, batch_sizes=[10, 10, 10, 5, 10, 10])
+    assert cpu_graph == ['warm-up'] * 3 + ['eager', 'record', 'replay']
 
 
 def test_graph_recorded_anew_when_a_scheduler_changes_the_lr(cpu_graph, capsys):
@@ -185,9 +193,10 @@ def test_graph_recorded_anew_when_a_scheduler_changes_the_lr(cpu_graph, capsys):
         schedulers.append(torch.optim.lr_scheduler.StepLR(optimizer, step_size=25, gamma=0.5))
         return optimizer
 
-    step = run_steps(optimizer_for, 60, every_step=lambda step, i: schedulers[0].step())
-    assert [i for i, action in enumerate(cpu_graph) if action == 'record'] == [3, 25, 50]
-    assert step.off is None and capsys.readouterr().err == ''
+    step = run_steps(optimizer_for, 60, after_step=lambda step, i: schedulers[0].step())
+    assert where(cpu_graph, 'warm-up') == [0, 1, 2, 25, 50]  # a real step before each new recording
+    assert where(cpu_graph, 'record') == [3, 26, 51]
+    assert step.off_because is None and capsys.readouterr().err == ''
 
 
 def test_graph_recorded_anew_when_the_model_changes_mode(cpu_graph):
@@ -195,8 +204,17 @@ def test_graph_recorded_anew_when_the_model_changes_mode(cpu_graph):
         if i == 29:
             step.model.eval()  # dropout off: the recorded step would still drop
 
-    run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), 40, every_step=toggle)
-    assert [i for i, action in enumerate(cpu_graph) if action == 'record'] == [3, 30]
+    run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), 40, after_step=toggle)
+    assert where(cpu_graph, 'record') == [3, 31]
+
+
+def test_graph_recorded_anew_when_a_layer_is_frozen(cpu_graph):
+    def freeze(step, i):
+        if i == 29:
+            step.model[0].weight.requires_grad_(False)
+
+    run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), 40, after_step=freeze)
+    assert where(cpu_graph, 'record') == [3, 31]
 
 
 def test_graph_off_when_the_lr_changes_every_step(cpu_graph, capsys):
@@ -207,9 +225,9 @@ def test_graph_off_when_the_lr_changes_every_step(cpu_graph, capsys):
         schedulers.append(torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99))
         return optimizer
 
-    step = run_steps(optimizer_for, 30, every_step=lambda step, i: schedulers[0].step())
+    step = run_steps(optimizer_for, 30, after_step=lambda step, i: schedulers[0].step())
     assert cpu_graph == ['warm-up'] * 3 + ['record'] + ['eager'] * 26
-    assert step.off and step.graph is None
+    assert step.off_because and step.graph is None
     [line] = capsys.readouterr().err.splitlines()
     assert line == ('CUDA graph off: the optimizer settings or the model mode changed within 20 steps of the '
                     'last recording; training goes on with plain steps')
@@ -218,21 +236,27 @@ def test_graph_off_when_the_lr_changes_every_step(cpu_graph, capsys):
 def test_graph_off_for_an_optimizer_that_cannot_be_recorded(cpu_graph, capsys):
     step = run_steps(lambda m: torch.optim.Adam(m.parameters(), lr=0.01), 8)
     assert cpu_graph == ['warm-up'] * 3 + ['eager'] * 5
-    assert 'Adam with capturable=False cannot be recorded (create it with Adam(..., capturable=True))' in step.off
+    assert step.off_because == ('Adam with capturable=False cannot be recorded '
+                                '(create it with Adam(..., capturable=True))')
     assert capsys.readouterr().err.startswith('CUDA graph off: Adam with capturable=False')
 
 
 def test_which_optimizers_can_be_recorded():
     params = [nn.Parameter(torch.zeros(2))]
-    assert common.graph_blocker(torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)) is None
-    assert common.graph_blocker(torch.optim.Adam(params, capturable=True)) is None
-    assert 'capturable=False' in common.graph_blocker(torch.optim.AdamW(params))
+    assert common.why_not_recordable(torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)) is None
+    assert common.why_not_recordable(torch.optim.Adam(params, capturable=True)) is None
+    assert 'capturable=False' in common.why_not_recordable(torch.optim.AdamW(params))
+    assert common.why_not_recordable(torch.optim.Adagrad(params)) == \
+        'Adagrad is not known to be safe to record (only SGD and optimizers with capturable=True are)'
 
 
 def test_graph_off_when_recording_fails(cpu_graph, monkeypatch, capsys):
     def fails(self, images, labels):
-        raise RuntimeError('CUDA error: operation not permitted when stream is capturing\n'
-                           'Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.')
+        try:  # as torch.cuda.graph reports a .item() in the step: its own error on top of the real one
+            raise RuntimeError('CUDA error: operation not permitted when stream is capturing\n'
+                               'CUDA kernel errors might be asynchronously reported at some other API call')
+        except RuntimeError:
+            raise RuntimeError('CUDA error: operation failed due to a previous error during capture')
 
     monkeypatch.setattr(common.CudaGraphStep, 'record', fails)
     step = run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), 6)
@@ -243,15 +267,27 @@ def test_graph_off_when_recording_fails(cpu_graph, monkeypatch, capsys):
                                        'steps\n')
 
 
-def test_recorded_settings_see_what_a_replay_would_miss():
+def test_baked_in_settings_see_what_a_replay_would_miss():
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
     lr = torch.tensor(0.1)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    settings = common.recorded_settings(model, optimizer)
+    recorded = common.baked_in_settings(model, optimizer)
+
+    def same():
+        return common.same_settings(common.baked_in_settings(model, optimizer), recorded)
+
     lr.fill_(0.05)  # a tensor is read where it lies: a replay sees the new value
-    assert common.recorded_settings(model, optimizer) == settings
+    assert same()
+    optimizer.param_groups[0]['lr'] = torch.tensor(0.05)  # another tensor: the recording reads the old one
+    assert not same()
+    optimizer.param_groups[0]['lr'] = lr
     optimizer.param_groups[0]['momentum'] = 0.5
-    assert common.recorded_settings(model, optimizer) != settings
+    assert not same()
     optimizer.param_groups[0]['momentum'] = 0.9
     model.eval()
-    assert common.recorded_settings(model, optimizer) != settings
+    assert not same()
+    model.train()
+    model[0].bias.requires_grad_(False)
+    assert not same()
+    model[0].bias.requires_grad_(True)
+    assert same()
