@@ -84,7 +84,7 @@ def train(args, model, data, loss_fn=F.cross_entropy):
     try:
         for epoch in range(1, args.epochs + 1):
             start = time.perf_counter()
-            model.train()  # dropout on (test_accuracy runs the model in eval mode)
+            model.train()  # training mode: dropout on (the test pass turns it off while it runs)
             loss_sum = 0
             for images, labels in batches:
                 loss_sum += step(images, labels) * len(labels)
