@@ -3,13 +3,13 @@ what they all need is here, teaching core first and plumbing after:
 
     the data, whole on the device     load_data, Data.normalize, with_shifted_copies
     its batches                       Batches: `for images, labels in batches:`
-    the test accuracy                 predict, test_accuracy (and stop_if_diverged, where_training_stopped)
+    the test accuracy                 predict, test_accuracy, stop_if_diverged
     speed on CUDA                     graphed_on_cuda: the training step recorded as a CUDA graph, replayed
     device                            choose_device, memory_format_for
     flags                             make_parser, parse_args
-    saving and loading                save_model_if_asked, load_weights_into, save_plot
+    saving and loading                save_outputs (model and picture, with a fallback), load_weights_into
     reading the files                 read_split, through torchvision's dataset classes
-    errors                            UserError, Interrupted, run_as_command
+    errors and stops                  UserError, Interrupted, STOP (signals), run_as_command
     normalization figures             python common.py stats
 
 The data path is where the speed comes from. Each split is read once through torchvision's dataset class
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torchvision import datasets
-from torchvision.datasets import mnist
+from torchvision.datasets import cifar, mnist
 from tqdm import tqdm
 
 MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
@@ -149,6 +149,7 @@ class Batches:
     Each pass draws a fresh random order from its own generator (seeded, so a run repeats exactly) and
     takes every image once; a batch is an index slice of that order, normalized as it is taken. A
     progress bar on stderr shows the pass; `position()` says where training is, for an interruption.
+    Each batch boundary is where a stop signal takes effect (STOP.check).
     """
 
     def __init__(self, data, batch_size, seed, epochs, progress=True):
@@ -162,11 +163,13 @@ class Batches:
 
     def __iter__(self):
         self.epoch, self.done = self.epoch + 1, 0
+        STOP.training = True  # from now on a stop signal waits for a batch boundary (STOP.check)
         train = self.data.train
         order = torch.randperm(len(train), generator=self.generator).to(train.labels.device)
         with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
                   file=sys.stderr, disable=None if self.progress else True) as bar:
             for start in range(0, len(train), self.batch_size):
+                STOP.check()
                 idx = order[start:start + self.batch_size]
                 yield self.data.normalize(train.images[idx]), train.labels[idx]
                 self.done += 1  # the loop asks for the next batch: this one's step has finished
@@ -201,14 +204,6 @@ def stop_if_diverged(mean_loss, epoch):
     """A loss of nan or inf means training has diverged and nothing more can be learned: say so."""
     if not math.isfinite(mean_loss):
         raise UserError(f'training diverged at epoch {epoch} (loss is {mean_loss}); try a smaller --lr')
-
-
-def where_training_stopped(batches, history):
-    """The message of an interrupted run: where it was, and the accuracy after the last finished epoch."""
-    if not history['accuracy']:
-        return f'interrupted in {batches.position()}; last test accuracy: none yet'
-    return (f'interrupted in {batches.position()}; '
-            f'last test accuracy: {history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,20 +417,55 @@ def non_negative_float(text):
     return value
 
 
-def writable_path(text):
+def seed_number(text):
+    value = int(text)
+    if not -2 ** 63 <= value < 2 ** 64:
+        raise argparse.ArgumentTypeError(f'must be from {-2 ** 63} to {2 ** 64 - 1} (what torch accepts), got {text}')
+    return value
+
+
+def output_path(text):
+    """A file that can be written: not a folder, in a folder that exists and takes a new file (tried)."""
+    if text.endswith(('/', os.sep)) or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text} is a folder; give a file name in it')
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f'folder {folder} does not exist')
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f'{text} is a folder; give a file name')
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f'cannot write in folder {folder} ({e.strerror})') from None
     return text
+
+
+def picture_path(text):
+    """An output_path whose extension names a format matplotlib writes (.png, .pdf, .svg, .jpg, ...)."""
+    output_path(text)
+    extension = os.path.splitext(text)[1].lower().lstrip('.')
+    formats = picture_formats()
+    if extension not in formats:
+        raise argparse.ArgumentTypeError(f'{text}: the extension must name a picture format: .'
+                                         + ', .'.join(sorted(formats)))
+    return text
+
+
+def picture_formats():
+    """The file formats matplotlib can write here."""
+    import matplotlib
+    matplotlib.use('Agg')  # no display needed
+    from matplotlib.figure import Figure
+    return Figure().canvas.get_supported_filetypes()
 
 
 # argparse names the type function in its message; these names read well there
 positive_int.__name__ = 'integer'
 positive_float.__name__ = 'number'
 non_negative_float.__name__ = 'number'
-writable_path.__name__ = 'path'
+seed_number.__name__ = 'integer'
+output_path.__name__ = picture_path.__name__ = 'path'
+
+TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'batch_size', 'extend_data', 'seed', 'save_model')
 
 
 def plain_number(value):
@@ -460,7 +490,7 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     parser.add_argument('--epochs', type=positive_int, help='training epochs ' + recipe_default('epochs', recipes))
     parser.add_argument('--lr', type=positive_float, help='SGD learning rate ' + recipe_default('lr', recipes))
     parser.add_argument('--wd', type=non_negative_float, help='SGD weight decay ' + recipe_default('wd', recipes))
-    parser.add_argument('--batch-size', type=positive_int, default=batch_size,
+    parser.add_argument('--batch-size', type=positive_int,
                         help=f'training batch size (default: {batch_size})')
     if len(datasets) > 1:
         parser.add_argument('--dataset', choices=datasets, default=datasets[0],
@@ -477,28 +507,42 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                         help='where the data is, or is downloaded to (default: ./data)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
                         help='where to train; auto picks an accelerator when there is one (default: auto)')
-    parser.add_argument('--seed', type=int, default=1, help='random seed (default: 1)')
+    parser.add_argument('--seed', type=seed_number, help='random seed (default: 1)')
     parser.add_argument('--limit', type=positive_int,
                         help='use only the first N training and N test images, for a quick try (default: all)')
     parser.add_argument('--no-progress', action='store_true', help='never show progress bars (default: off)')
-    parser.add_argument('--save-model', metavar='PATH', type=writable_path,
-                        help='after training (or at Ctrl-C) save the model there (default: not saved)')
-    parser.add_argument('--plot', metavar='PATH.png', type=writable_path,
-                        help='save a picture: curves per epoch and misclassified test images (default: none)')
+    parser.add_argument('--save-model', metavar='PATH', type=output_path,
+                        help='save the model there after training, or when training is stopped (Ctrl-C, kill, '
+                             'a closed terminal); stopped before its first epoch ends, it keeps an existing '
+                             'PATH and saves beside it as NAME.interrupted.EXT (default: not saved)')
+    parser.add_argument('--plot', metavar='PATH.png', type=picture_path,
+                        help='save a picture: curves per epoch and misclassified test images; the extension '
+                             'picks the format (.png, .pdf, .svg, .jpg, ...) (default: none)')
     parser.add_argument('--load-model', metavar='PATH',
-                        help='test a saved model on the test set, without training (default: train)')
+                        help='test a saved model on the test set and train nothing; the training flags '
+                             '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --save-model) '
+                             'are then a usage error (default: train)')
     script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
-    parser.set_defaults(recipes=recipes, script=script)
+    parser.set_defaults(recipes=recipes, script=script, default_batch_size=batch_size)
     return parser
 
 
 def parse_args(parser, argv=None):
     """Parse, then fill what the user left out from the chosen net's recipe, and pick the device."""
     args = parser.parse_args(argv)
-    for key, value in args.recipes[args.net].items():
+    if args.load_model:
+        given = [flag for flag in TRAINING_FLAGS if getattr(args, flag, None) not in (None, False)]
+        if given:
+            parser.error(f'argument --load-model: it tests a saved model and trains nothing, so '
+                         f'{", ".join("--" + flag.replace("_", "-") for flag in given)} would be ignored; drop '
+                         f'{"it" if len(given) == 1 else "them"}')
+    if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
+        parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
+                     f'the model')
+    for key, value in {**args.recipes[args.net], 'batch_size': args.default_batch_size, 'seed': 1}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    del args.recipes
+    del args.recipes, args.default_batch_size
     try:
         args.device = choose_device(args.device)
     except ValueError as e:
@@ -511,45 +555,93 @@ def parse_args(parser, argv=None):
 
 def atomic_write(path, write):
     """write(file) into a temporary file beside `path`, then os.replace: a run stopped midway leaves
-    the previous file (or none) at `path`, never half a file."""
+    the previous file (or none) at `path`, never half a file, and no temporary file. A stop signal that
+    arrives meanwhile waits for the write to end (STOP.saving)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with STOP.saving():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+            with os.fdopen(fd, 'wb') as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
 
-def save_model_if_asked(args, model, data):
-    """--save-model PATH: the weights with what is needed to use them again (script, net, dataset,
-    normalization). Not after --load-model, which trains nothing."""
-    if not args.save_model or args.load_model:
-        return
+def save_outputs(args, model, data, history, stopped=False):
+    """Keep what the user asked for: --save-model (not after --load-model, which trains nothing), then --plot.
+
+    A save that fails goes to a fallback file instead, and one line says why and where; after a finished
+    run that ends in a UserError (exit status 1) once everything is saved. A run stopped before its first
+    epoch ended does not replace an existing model file: it saves beside it (NAME.interrupted.EXT).
+    """
+    failures = []
+    if args.save_model and not args.load_model:
+        path = args.save_model
+        if stopped and not history['accuracy'] and os.path.exists(path):
+            path = beside(path, 'interrupted')
+            print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
+        checkpoint = model_checkpoint(args, model, data)
+        failures += save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
+    if args.plot and history['accuracy']:
+        failures += save_plot(args.plot, history, model, data)
+    if failures and stopped:
+        print('\n'.join(failures), file=sys.stderr)
+    elif failures:
+        raise UserError('\n'.join(failures))
+
+
+def model_checkpoint(args, model, data):
+    """The weights with what is needed to use them again: script, net, dataset, normalization."""
     info = DATASETS[data.name]
-    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
-                  'mean': list(info.mean), 'std': list(info.std),
-                  'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
-    atomic_write(args.save_model, lambda f: torch.save(checkpoint, f))
-    print(f'Model saved to {args.save_model}', file=sys.stderr)
+    return {'script': args.script, 'net': args.net, 'dataset': data.name,
+            'mean': list(info.mean), 'std': list(info.std),
+            'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
+
+
+def save_with_fallback(path, what, write):
+    """Write `path` (atomic_write) and say so. When that fails, write a new file in the current folder (or
+    the system's temporary folder) instead, and return the line that says why and where: [] when all went
+    well."""
+    try:
+        atomic_write(path, write)
+        print(f'{what.capitalize()} saved to {path}', file=sys.stderr)
+        return []
+    except OSError as e:
+        reason = e.strerror or last_line(e)
+    stem, extension = os.path.splitext(os.path.basename(path))
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem}-saved-', suffix=extension)
+            os.close(fd)
+            atomic_write(fallback, write)
+            return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
+        except OSError:
+            continue
+    return [f'could not save the {what} to {path} ({reason}), nor to {os.getcwd()} or {tempfile.gettempdir()}']
+
+
+def beside(path, word):
+    """m.pt -> m.interrupted.pt"""
+    stem, extension = os.path.splitext(path)
+    return f'{stem}.{word}{extension}'
 
 
 def load_weights_into(model, path, args):
-    """Put the weights that save_model_if_asked saved at `path` into `model`, as model.load_state_dict
+    """Put the weights that save_outputs saved at `path` into `model`, as model.load_state_dict
     does; a file that does not fit is one clear UserError."""
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise UserError(f'--load-model {path}: no such file') from None
     except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
-        raise UserError(f'--load-model {path}: not a model saved by these scripts ({last_line(e)})') from None
+        raise UserError(f'--load-model {path}: not a model saved by these scripts ({torch_load_reason(e)})') from None
     if not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset', 'state_dict'} <= checkpoint.keys():
         raise UserError(f'--load-model {path}: not a model saved by these scripts')
     if (checkpoint['script'], checkpoint['net']) != (args.script, args.net):
@@ -565,7 +657,8 @@ def load_weights_into(model, path, args):
 
 
 def save_plot(path, history, model, data):
-    """One PNG: loss and test accuracy per epoch (left), up to 25 misclassified test images (right)."""
+    """One picture: loss and test accuracy per epoch (left), up to 25 misclassified test images (right), in
+    the format the extension names. Returns save_with_fallback's failure lines."""
     import matplotlib
     matplotlib.use('Agg')  # no display needed
     import matplotlib.pyplot as plt
@@ -595,9 +688,10 @@ def save_plot(path, history, model, data):
         if i < len(wrong):
             cell.imshow(images[i].squeeze(-1), cmap='gray' if images.shape[-1] == 1 else None)
             cell.set_title(f'{data.classes[predicted[i]]} / {data.classes[labels[i]]}', fontsize=8)
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=80))
+    picture_format = os.path.splitext(path)[1].lower().lstrip('.')
+    failures = save_with_fallback(path, 'plot', lambda f: fig.savefig(f, format=picture_format, dpi=80))
     plt.close(fig)
-    print(f'Plot saved to {path}', file=sys.stderr)
+    return failures
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,19 +700,31 @@ def save_plot(path, history, model, data):
 def read_split(name, data_dir, train):
     """One split through torchvision's class, as (uint8 N x C x H x W, int64 N) CPU tensors.
 
-    Looks for the files first and downloads only when they are missing. torchvision's own messages are
-    held back, so that stdout holds nothing but results and a failure is one line (a UserError).
+    Looks for the files first and downloads only when they are missing (a placed cifar-10-python.tar.gz is
+    extracted without a download). torchvision's own messages are held back, so that stdout holds nothing
+    but results and a failure is one line (a UserError) that names the real cause.
     """
     info = DATASETS[name]
     where = os.path.join(data_dir, info.folder)
     try:
         ds = info.cls(data_dir, train=train, download=False)
+    except PermissionError as e:
+        raise UserError(f'cannot read {e.filename or where} (permission denied)') from None
     except RuntimeError as e:
         if 'not found' not in str(e).lower():  # the files are there, but do not parse
             raise UserError(damaged_file_message(info, where, train, e)) from None
+        if os.path.isdir(where) and not os.access(where, os.R_OK | os.X_OK):
+            raise UserError(f'cannot read the folder {where} (permission denied)') from None
+        corrupt = corrupt_cifar_file(where) if info.cls is datasets.CIFAR10 else None
+        if corrupt:
+            raise UserError(f'{corrupt} is damaged (its md5 sum is not CIFAR-10\'s); delete it and run again '
+                            f'to download it anew') from None
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # its progress bars still go to stderr
                 ds = info.cls(data_dir, train=train, download=True)
+        except PermissionError as e:
+            raise UserError(f'{name} is missing in {where}, and cannot be downloaded there: cannot write '
+                            f'{e.filename or where} (permission denied)') from None
         except (RuntimeError, OSError) as e:  # URLError is an OSError
             raise UserError(f'{name} is missing or incomplete in {where} and could not be downloaded '
                             f'({last_line(e)}). Place {", ".join(info.files)} there, or point '
@@ -627,7 +733,10 @@ def read_split(name, data_dir, train):
         raise UserError(damaged_file_message(info, where, train, e)) from None
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # N x H x W (x C)
-    return images.contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    if len(images) != len(labels):
+        raise UserError(length_mismatch_message(info, where, train, len(images), len(labels)))
+    return images.contiguous(), labels
 
 
 def damaged_file_message(info, where, train, error):
@@ -646,20 +755,141 @@ def damaged_file_message(info, where, train, error):
             f'delete it and run again to download it anew')
 
 
+def corrupt_cifar_file(where):
+    """The first CIFAR-10 file in `where` that is there but fails torchvision's md5 check, or None."""
+    cls = datasets.CIFAR10
+    for filename, md5 in cls.train_list + cls.test_list + [(cls.meta['filename'], cls.meta['md5'])]:
+        path = os.path.join(where, filename)
+        if os.path.isfile(path) and not cifar.check_integrity(path, md5):
+            return path
+    return None
+
+
+def length_mismatch_message(info, where, train, n_images, n_labels):
+    if issubclass(info.cls, datasets.MNIST):
+        prefix = 'train' if train else 't10k'
+        return (f'{os.path.join(where, prefix + "-images-idx3-ubyte")} holds {n_images} images but '
+                f'{os.path.join(where, prefix + "-labels-idx1-ubyte")} holds {n_labels} labels; '
+                f'one of them is damaged: delete both and run again to download them anew')
+    return (f'the {"training" if train else "test"} files in {where} hold {n_images} images but {n_labels} '
+            f'labels; delete them and run again to download them anew')
+
+
 # ----------------------------------------------------------------------------------------------
 # Errors: one line on stderr and an exit status, never a traceback
 
 class UserError(Exception):
-    """A problem the user can fix (data, a model file, divergence); its message is the one line we print."""
+    """A problem the user can fix (data, a model file, divergence, a failed save); its message is what we print."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop asked for by a signal (Ctrl-C is SIGINT; SIGPIPE stands for a closed stdout)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class Interrupted(Exception):
-    """Ctrl-C during training; the message (where_training_stopped) says where it stopped."""
+    """Training stopped early: the message says how and where, `signum` gives the exit status."""
+
+    def __init__(self, stop, batches, history):
+        self.signum = getattr(stop, 'signum', signal.SIGINT)  # a plain KeyboardInterrupt is Ctrl-C
+        last = (f'{history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}' if history['accuracy']
+                else 'none yet')
+        super().__init__(f'{how_stopped(self.signum)} in {batches.position()}; last test accuracy: {last}')
+
+
+def how_stopped(signum):
+    return {signal.SIGINT: 'interrupted', signal.SIGPIPE: 'stopped (standard output was closed)'}.get(
+        signum, f'stopped by {signal.Signals(signum).name}')
+
+
+class StopRequests:
+    """What Ctrl-C (SIGINT), kill (SIGTERM), a closed terminal (SIGHUP) or a closed stdout do while
+    run_as_command runs a script. Once training has begun, a stop waits for a safe point: the next batch
+    boundary (Batches calls check()), the end of a save, or the end of the script; the same signal again
+    stops at once. Before training, nothing is lost by stopping at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.signum = None          # the stop asked for and not yet taken
+        self.training = False       # has training begun?
+        self.writing = 0            # saves under way
+
+    def install(self):
+        """Take over the stop signals; returns the handlers they had, for restore()."""
+        self.signum, self.training, self.writing = None, False, 0
+        return {signum: signal.signal(signum, self.request) for signum in self.SIGNALS}
+
+    def restore(self, handlers):
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        self.training = False
+
+    def request(self, signum, frame=None):
+        if self.writing or (self.training and self.signum is None):
+            self.signum = self.signum or signum
+            return
+        raise Stopped(signum)
+
+    def check(self):
+        """At a safe point: stop here if a stop was asked for."""
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+    @contextlib.contextmanager
+    def saving(self):
+        self.writing += 1
+        try:
+            yield
+        finally:
+            self.writing -= 1
+
+
+STOP = StopRequests()
+
+
+class ClosedPipeGuard(io.TextIOBase):
+    """sys.stdout for run_as_command: when the reader goes away (`... | head -1`), later output goes to
+    /dev/null and a stop is asked for (as SIGPIPE), instead of a BrokenPipeError traceback."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.reader_gone()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.reader_gone()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+    def reader_gone(self):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # Python's own flush at exit too
+        STOP.request(signal.SIGPIPE)
 
 
 def run_as_command(main):
-    """Run a script's main() as a command: a UserError is one line on stderr and exit status 1; Ctrl-C
-    during training says where it stopped and exits 130 (elsewhere it exits 130 quietly)."""
+    """Run a script's main() as a command. A UserError is one line on stderr and exit status 1. A stop
+    (Ctrl-C, SIGTERM, SIGHUP, a closed stdout) says where training was and exits with 128 + the signal's
+    number (130, 143, 129, 141), after main() has saved what it was asked to."""
+    handlers, stdout = STOP.install(), sys.stdout
+    sys.stdout = ClosedPipeGuard(stdout)
     try:
         main()
     except UserError as e:
@@ -667,10 +897,27 @@ def run_as_command(main):
         sys.exit(1)
     except Interrupted as e:
         print(e, file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(128 + e.signum)
+    except KeyboardInterrupt as e:  # before training began: nothing to save
+        signum = getattr(e, 'signum', signal.SIGINT)
+        print(how_stopped(signum), file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:
+        sys.stdout = stdout
+        STOP.restore(handlers)
+    if STOP.signum is not None:  # asked for after the last batch: everything is done and saved
+        print(f'{how_stopped(STOP.signum)} after training had finished', file=sys.stderr)
+        sys.exit(128 + STOP.signum)
+
+
+def torch_load_reason(error):
+    """The line of a torch.load error that says what was wrong, not its advice on how to load anyway."""
+    text = str(error)
+    if 'WeightsUnpickler error:' in text:
+        after = text.split('WeightsUnpickler error:', 1)[1].strip().splitlines()
+        if after:
+            return after[0].strip()
+    return first_line(error)
 
 
 def first_line(error):

@@ -116,9 +116,9 @@ def train(args, model, data, loss_fn=F.cross_entropy):
             history['accuracy'].append(accuracy)
             print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
                   f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
-    except KeyboardInterrupt:  # Ctrl-C: keep what was learned, say where training stopped
-        common.save_model_if_asked(args, model, data)
-        raise common.Interrupted(common.where_training_stopped(batches, history)) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, kill, a closed terminal or pipe: keep what was learned
+        common.save_outputs(args, model, data, history, stopped=True)
+        raise common.Interrupted(stop, batches, history) from None
     return history
 
 
@@ -137,9 +137,7 @@ def main(argv=None):
         history = train(args, model, data)
         print()  # an empty line, then the result line
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    common.save_model_if_asked(args, model, data)
-    if args.plot:
-        common.save_plot(args.plot, history, model, data)
+    common.save_outputs(args, model, data, history)  # --save-model, --plot
     return model, data, history
 
 

@@ -1,10 +1,12 @@
 """Fixtures: tiny datasets written in the exact on-disk formats torchvision reads, and a script runner."""
 import gzip
 import os
+import queue
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-FASHION_DEB = Path('/usr/share/datasets/fashion-mnist')   # apt-get install dataset-fashion-mnist
+# The real Fashion-MNIST: FASHION_MNIST_DIR names a folder with its four files (.gz or not); by default,
+# Debian's package (apt-get install dataset-fashion-mnist). Without it the real-data tests skip, unless
+# REQUIRE_REAL_DATA is set (as .ci/run sets it): then they fail.
+FASHION_DIR = Path(os.environ.get('FASHION_MNIST_DIR', '/usr/share/datasets/fashion-mnist'))
 N_TRAIN, N_TEST = 300, 100
 
 
@@ -67,18 +72,25 @@ def fresh_data_dir(tmp_path):
 
 @pytest.fixture(scope='session')
 def fashion_dir(tmp_path_factory):
-    """The real Fashion-MNIST from the Debian package, decompressed where torchvision looks for it.
+    """The real Fashion-MNIST, decompressed where torchvision looks for it.
 
     Debian recompressed the .gz files, so their checksums differ from torchvision's list; the
     decompressed files are what torchvision finds without downloading.
     """
-    if not FASHION_DEB.is_dir():
-        pytest.skip('real-data test: apt-get install dataset-fashion-mnist')
+    names = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+    found = {name: next((FASHION_DIR / f for f in (name, name + '.gz') if (FASHION_DIR / f).is_file()), None)
+             for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        why = f'real-data test: no {", ".join(missing)} in {FASHION_DIR} (set FASHION_MNIST_DIR, or apt-get install dataset-fashion-mnist)'
+        if os.environ.get('REQUIRE_REAL_DATA'):
+            pytest.fail(why)
+        pytest.skip(why)
     root = tmp_path_factory.mktemp('fashion')
     raw = root / 'FashionMNIST' / 'raw'
     raw.mkdir(parents=True)
-    for gz in FASHION_DEB.glob('*-ubyte.gz'):
-        with gzip.open(gz) as src, open(raw / gz.name[:-3], 'wb') as dst:
+    for name, path in found.items():
+        with (gzip.open(path) if path.suffix == '.gz' else open(path, 'rb')) as src, open(raw / name, 'wb') as dst:
             shutil.copyfileobj(src, dst)
     return root
 
@@ -93,3 +105,45 @@ def run_script(*args, timeout=300, env=None, **kwargs):
     full_env = {**(os.environ if env is None else env), **OFFLINE, 'PYTHONUNBUFFERED': '1'}
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=full_env, **kwargs)
+
+
+def start_script(*args, env=None):
+    """Start a script of the collection in the background (offline, unbuffered); read it with StdoutLines."""
+    full_env = {**(os.environ if env is None else env), **OFFLINE, 'PYTHONUNBUFFERED': '1'}
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env)
+
+
+class StdoutLines:
+    """A child's stdout, line by line, read on a thread so that waiting for a line can time out: a test
+    never hangs on a child that died or went silent."""
+
+    def __init__(self, process):
+        self.lines, self.seen = queue.Queue(), []
+        threading.Thread(target=self.read, args=(process.stdout,), daemon=True).start()
+
+    def read(self, stream):
+        for line in stream:
+            self.lines.put(line.rstrip('\n'))
+        self.lines.put(None)
+
+    def wait_for(self, prefix, timeout=120):
+        """The first line starting with `prefix`; fails when the child's output ends first, or on time."""
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f'no line starting with {prefix!r} within {timeout} s; seen: {self.seen}')
+            if line is None:
+                pytest.fail(f'the output ended before a line starting with {prefix!r}; seen: {self.seen}')
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def rest(self, timeout=60):
+        """Every line left, once the child's output has ended."""
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                return self.seen
+            self.seen.append(line)

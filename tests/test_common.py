@@ -1,5 +1,8 @@
 """The shared core: device choice, seeds, loading, normalization, shifts, batches, printed lines, errors."""
+import os
 import re
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -10,7 +13,7 @@ from torchvision import transforms
 
 import common
 import pytorch_mnist
-from conftest import N_TEST, N_TRAIN, run_script, synthetic_images
+from conftest import N_TEST, N_TRAIN, ROOT, run_script, synthetic_images
 
 EPOCH_LINE = re.compile(r'^Test data results: (\d\.\d{4}), Epoch (\d+)/(\d+), train loss (\d+\.\d{4}), \d+\.\d s$')
 FINAL_LINE = re.compile(r'^Test data results: (\d\.\d{4})$')
@@ -188,7 +191,7 @@ def test_wrong_flag_values_are_usage_errors(data_dir, capsys, flags):
     with pytest.raises(SystemExit) as exit_info:
         pytorch_mnist.main(args_for(data_dir, *flags))
     assert exit_info.value.code == 2
-    assert flags[0] in capsys.readouterr().err
+    assert f'argument {flags[0]}:' in capsys.readouterr().err
 
 
 # ---- offline, stats ----------------------------------------------------------------------------
@@ -233,3 +236,14 @@ def test_real_fashion_mnist_one_short_epoch(fashion_dir):
     assert result.returncode == 0, result.stderr
     accuracy = float(FINAL_LINE.match(result.stdout.splitlines()[-1]).group(1))
     assert accuracy >= 0.70, result.stdout
+
+
+@pytest.mark.parametrize('required,outcome,status', [('', '1 skipped', 0), ('1', '1 error', 1)])
+def test_real_data_tests_fail_without_the_data_where_it_is_required(tmp_path, required, outcome, status):
+    """.ci/run sets REQUIRE_REAL_DATA: there a missing Fashion-MNIST fails the suite instead of skipping."""
+    env = {**os.environ, 'FASHION_MNIST_DIR': str(tmp_path), 'REQUIRE_REAL_DATA': required}
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                             'tests/test_common.py::test_real_fashion_mnist_one_short_epoch'],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert outcome in result.stdout and result.returncode == status, result.stdout
+    assert f'no train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte in {tmp_path}' in result.stdout

@@ -1,22 +1,26 @@
 """Bad input, divergence, damaged data, Ctrl-C, saving and loading: one clear line, nothing lost."""
 import os
-import signal
-import subprocess
-import sys
-import time
+import re
+import tempfile
 
+import numpy as np
 import pytest
 import torch
 
 import common
 import pytorch_mnist
 import pytorch_mnist_convnet
-from conftest import OFFLINE, ROOT, run_script
+from conftest import N_TEST, run_script, write_idx
 from test_common import FINAL_LINE
 
 
 def quick(data_dir, *extra):
     return ['--data-dir', str(data_dir), '--epochs', '1', '--limit', '100', '--no-progress', *extra]
+
+
+def loading(data_dir, *extra):
+    """Flags for --load-model, which takes no training flags."""
+    return ['--data-dir', str(data_dir), '--limit', '100', '--no-progress', *extra]
 
 
 def one_line(result, status):
@@ -28,12 +32,13 @@ def one_line(result, status):
 
 @pytest.mark.parametrize('flag,value', [('--epochs', '0'), ('--batch-size', '0'), ('--limit', '-3'),
                                         ('--lr', '0'), ('--lr', 'inf'), ('--lr', 'abc'), ('--wd', '-0.1'),
-                                        ('--wd', 'nan'), ('--save-model', '/no/such/folder/m.pt')])
+                                        ('--wd', 'nan'), ('--save-model', '/no/such/folder/m.pt'),
+                                        ('--seed', str(2 ** 64)), ('--seed', str(-2 ** 63 - 1)), ('--seed', 'x')])
 def test_bad_flag_names_the_flag(data_dir, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:
         pytorch_mnist_convnet.main(quick(data_dir, flag, value))
     assert exit_info.value.code == 2
-    assert flag in capsys.readouterr().err
+    assert f'argument {flag}:' in capsys.readouterr().err
 
 
 def test_divergence_is_one_line(data_dir):
@@ -68,7 +73,7 @@ def test_save_then_load_gives_the_same_accuracy(data_dir, tmp_path, capsys):
     _, _, trained = pytorch_mnist_convnet.main(quick(data_dir, '--net', 'lenet', '--save-model', str(path)))
     assert path.exists() and not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
     capsys.readouterr()
-    _, _, loaded = pytorch_mnist_convnet.main(quick(data_dir, '--net', 'lenet', '--load-model', str(path)))
+    _, _, loaded = pytorch_mnist_convnet.main(loading(data_dir, '--net', 'lenet', '--load-model', str(path)))
     assert loaded['accuracy'] == trained['accuracy'][-1:]
     out = capsys.readouterr().out.splitlines()
     assert FINAL_LINE.match(out[-1]) and not any('Epoch' in line for line in out)
@@ -85,14 +90,18 @@ def test_load_model_refuses_other_nets_and_non_models(data_dir, tmp_path, capsys
     junk.write_bytes(b'\x00' * 100)
     dense = tmp_path / 'dense.pt'
     pytorch_mnist.main(quick(data_dir, '--save-model', str(dense)))
-    cases = [('pytorch_mnist_convnet.py', ['--net', 'relu', '--load-model', path], "'simple' net"),
-             ('pytorch_mnist.py', ['--load-model', path], 'pytorch_mnist_convnet.py --net simple'),
-             ('pytorch_mnist_convnet.py', ['--load-model', dense], 'pytorch_mnist.py --net nielsen'),
-             ('pytorch_mnist_convnet.py', ['--load-model', path, '--dataset', 'fashion-mnist'], 'mnist'),
-             ('pytorch_mnist_convnet.py', ['--load-model', junk], 'not a model'),
-             ('pytorch_mnist_convnet.py', ['--load-model', tmp_path / 'none.pt'], 'no such file')]
+    cases = [('pytorch_mnist_convnet.py', ['--net', 'relu', '--load-model', path],
+              f"--load-model {path}: it holds the 'simple' net of pytorch_mnist_convnet.py; "
+              f"run pytorch_mnist_convnet.py --net simple"),
+             ('pytorch_mnist.py', ['--load-model', path], 'run pytorch_mnist_convnet.py --net simple'),
+             ('pytorch_mnist_convnet.py', ['--load-model', dense], 'run pytorch_mnist.py --net nielsen'),
+             ('pytorch_mnist_convnet.py', ['--load-model', path, '--dataset', 'fashion-mnist'],
+              f'--load-model {path}: it was trained on mnist; add --dataset mnist'),
+             ('pytorch_mnist_convnet.py', ['--load-model', junk], f'--load-model {junk}: not a model saved by'),
+             ('pytorch_mnist_convnet.py', ['--load-model', tmp_path / 'none.pt'],
+              f'--load-model {tmp_path / "none.pt"}: no such file')]
     for script, flags, words in cases:
-        result = run_script(script, *quick(data_dir, *flags))
+        result = run_script(script, *loading(data_dir, *flags))
         assert words in one_line(result, 1), (script, flags)
 
 
@@ -111,22 +120,105 @@ def test_interrupted_save_leaves_nothing_half_written(data_dir, tmp_path, monkey
     assert os.listdir(tmp_path) == ['model.pt']
 
 
-def test_ctrl_c_stops_cleanly_and_saves(data_dir, tmp_path):
-    """SIGINT to a running training: status 130, where it stopped, and the model saved."""
-    path = tmp_path / 'model.pt'
-    command = [sys.executable, 'pytorch_mnist_convnet.py', '--data-dir', str(data_dir), '--epochs', '1000',
-               '--no-progress', '--save-model', str(path)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **OFFLINE, 'PYTHONUNBUFFERED': '1'})
-    first = process.stdout.readline()
-    while not first.startswith('Test data results'):  # wait for a finished epoch
-        first = process.stdout.readline()
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert 'Traceback' not in err
-    epochs = [line for line in [first, *out.splitlines()] if line.startswith('Test data results')]
-    last = epochs[-1].split()[3].rstrip(',')  # the accuracy of the last finished epoch
-    assert 'interrupted in epoch' in err and f'last test accuracy: {last}' in err
-    assert path.exists() and torch.load(path, weights_only=True)['net'] == 'simple'
+# ---- what can be checked before training starts -------------------------------------------------
+
+def usage_error(capsys, argv, script=pytorch_mnist_convnet):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_seeds_torch_accepts_are_accepted(data_dir, capsys):
+    for seed in (str(-2 ** 63), str(2 ** 64 - 1)):
+        pytorch_mnist.main(quick(data_dir, '--seed', seed, '--limit', '20'))
+
+
+@pytest.mark.parametrize('flag', ['--save-model', '--plot'])
+def test_an_output_path_that_names_a_folder_is_a_usage_error(data_dir, tmp_path, capsys, flag):
+    name = 'x.png' if flag == '--plot' else 'x.pt'
+    assert usage_error(capsys, quick(data_dir, flag, f'{tmp_path}/')).endswith(
+        f'argument {flag}: {tmp_path}/ is a folder; give a file name in it')
+    assert usage_error(capsys, quick(data_dir, flag, f'{tmp_path}/new/')).endswith(
+        f'argument {flag}: {tmp_path}/new/ is a folder; give a file name in it')
+    (tmp_path / name).mkdir()
+    assert usage_error(capsys, quick(data_dir, flag, str(tmp_path / name))).endswith(
+        f'argument {flag}: {tmp_path / name} is a folder; give a file name in it')
+
+
+def test_an_output_folder_that_takes_no_file_is_a_usage_error(data_dir, capsys):
+    try:  # /sys takes no new file, even from root; elsewhere the test has nothing to try
+        tempfile.TemporaryFile(dir='/sys').close()
+        pytest.skip('/sys takes new files here')
+    except OSError:
+        pass
+    assert usage_error(capsys, quick(data_dir, '--save-model', '/sys/m.pt')).endswith(
+        'argument --save-model: cannot write in folder /sys (Permission denied)')
+
+
+def test_plot_and_model_must_differ(data_dir, tmp_path, capsys):
+    path = str(tmp_path / 'run.png')
+    assert usage_error(capsys, quick(data_dir, '--save-model', path, '--plot', path)).endswith(
+        f'argument --plot: {path} is also the --save-model path; the picture would replace the model')
+
+
+def test_the_plot_extension_picks_the_format(data_dir, tmp_path, capsys):
+    assert usage_error(capsys, quick(data_dir, '--plot', str(tmp_path / 'run.xyz'))).endswith(
+        f'argument --plot: {tmp_path / "run.xyz"}: the extension must name a picture format: '
+        f'{", ".join("." + f for f in sorted(common.picture_formats()))}')
+    for name, magic in (('run.jpg', b'\xff\xd8\xff'), ('run.pdf', b'%PDF'), ('run.svg', b'<?xml')):
+        pytorch_mnist.main(quick(data_dir, '--limit', '20', '--plot', str(tmp_path / name)))
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+
+
+def test_load_model_with_training_flags_is_a_usage_error(data_dir, tmp_path, capsys):
+    path = str(tmp_path / 'm.pt')
+    pytorch_mnist.main(quick(data_dir, '--limit', '20', '--save-model', path))
+    line = usage_error(capsys, loading(data_dir, '--load-model', path, '--epochs', '5', '--save-model',
+                                       str(tmp_path / 'n.pt')), pytorch_mnist)
+    assert line.endswith('argument --load-model: it tests a saved model and trains nothing, so --epochs, '
+                         '--save-model would be ignored; drop them')
+    for flag, value in (('--lr', '0.1'), ('--wd', '0.1'), ('--batch-size', '5'), ('--seed', '3'),
+                        ('--extend_data', None)):
+        line = usage_error(capsys, loading(data_dir, '--load-model', path, flag, *[value] if value else []),
+                           pytorch_mnist)
+        assert f'so {flag.replace("_", "-")} would be ignored; drop it' in line
+    _, _, history = pytorch_mnist.main(loading(data_dir, '--load-model', path, '--plot', str(tmp_path / 'p.png')))
+    assert len(history['accuracy']) == 1 and (tmp_path / 'p.png').exists()
+
+
+def test_load_model_names_what_torch_found_wrong(data_dir, tmp_path):
+    junk = tmp_path / 'junk.pt'
+    junk.write_bytes(b'\x00' * 100)
+    line = one_line(run_script('pytorch_mnist_convnet.py', *loading(data_dir, '--load-model', junk)), 1)
+    match = re.fullmatch(rf'--load-model {re.escape(str(junk))}: not a model saved by these scripts \((.+)\)', line)
+    assert match and 'documentation' not in match.group(1) and 'weights_only' not in match.group(1), line
+
+
+# ---- data errors name the real cause, before training ---------------------------------------------
+
+def test_a_data_file_that_cannot_be_read_is_not_called_missing_or_damaged(fresh_data_dir):
+    code = """
+import os, runpy, sys
+from torchvision.datasets import mnist
+def no_permission(path, *args, **kwargs):
+    raise PermissionError(13, 'Permission denied', str(path))
+mnist.open = no_permission  # what a file the user may not read does to torchvision's reader
+sys.argv = ['pytorch_mnist.py', *sys.argv[1:]]
+runpy.run_path('pytorch_mnist.py', run_name='__main__')
+"""
+    result = run_script('-c', code, *quick(fresh_data_dir))
+    line = one_line(result, 1)
+    assert line == f'cannot read {fresh_data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte"} (permission denied)'
+    assert 'Test data results' not in result.stdout
+
+
+def test_images_and_labels_of_different_lengths_name_both_files(fresh_data_dir):
+    raw = fresh_data_dir / 'MNIST' / 'raw'
+    labels = raw / 't10k-labels-idx1-ubyte'
+    write_idx(labels, np.zeros(N_TEST - 7, dtype=np.uint8))
+    result = run_script('pytorch_mnist.py', *quick(fresh_data_dir))
+    assert one_line(result, 1) == (f'{raw / "t10k-images-idx3-ubyte"} holds {N_TEST} images but {labels} holds '
+                                   f'{N_TEST - 7} labels; one of them is damaged: delete both and run again to '
+                                   f'download them anew')
+    assert 'Test data results' not in result.stdout

@@ -85,11 +85,19 @@ def test_flags_override_the_recipe():
 
 
 @pytest.mark.parametrize('script,net', NETS, ids=IDS)
-def test_each_net_trains_in_its_script(script, net, data_dir, capsys):
+def test_each_net_learns_in_its_script(script, net, data_dir, capsys):
+    """At its recipe's lr, on the 300 synthetic images: the loss falls and the accuracy leaves chance (0.1)
+    far behind. The sigmoid 2conv net sits on a plateau here for dozens of epochs, so for it the loss must
+    fall (a step that changes nothing repeats the same loss exactly); test_real_fashion_mnist_2conv checks
+    its accuracy on real data."""
+    epochs = {'simple': 8, '2conv': 3, 'final': 3}.get(net, 2)
     extra = ['--extend_data'] if net == 'final' else []
-    _, _, history = script.main(['--net', net, '--data-dir', str(data_dir), '--epochs', '1', '--limit', '100',
+    _, _, history = script.main(['--net', net, '--data-dir', str(data_dir), '--epochs', str(epochs),
                                  '--no-progress', *extra])
-    assert len(history['accuracy']) == 1 and 0 <= history['accuracy'][0] <= 1
+    assert len(history['accuracy']) == epochs
+    assert history['loss'][-1] < history['loss'][0]
+    if net != '2conv':
+        assert history['accuracy'][-1] >= 0.5, history
     assert FINAL_LINE.match(capsys.readouterr().out.splitlines()[-1])
 
 
@@ -100,6 +108,13 @@ def test_script_end_to_end(script, data_dir):
     lines = result.stdout.splitlines()
     assert EPOCH_LINE.match(lines[1]) and lines[2] == '' and FINAL_LINE.match(lines[3]), lines
     assert 'Traceback' not in result.stderr
+
+
+def test_real_fashion_mnist_2conv(fashion_dir):
+    """The sigmoid 2conv net, one epoch on 6,000 real images (it measured 0.36 here): above chance."""
+    _, _, history = pytorch_mnist_convnet.main(['--net', '2conv', '--dataset', 'fashion-mnist', '--data-dir',
+                                                str(fashion_dir), '--epochs', '1', '--limit', '6000', '--no-progress'])
+    assert history['accuracy'][-1] >= 0.2
 
 
 def test_real_fashion_mnist_convnet(fashion_dir):

@@ -40,4 +40,4 @@ def test_plot_into_a_missing_folder_is_a_usage_error(data_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pytorch_mnist_convnet.main(['--data-dir', str(data_dir), '--plot', '/no/such/folder/x.png'])
     assert exit_info.value.code == 2
-    assert '--plot' in capsys.readouterr().err
+    assert 'argument --plot: folder /no/such/folder does not exist' in capsys.readouterr().err

@@ -1,0 +1,198 @@
+"""Nothing lost: stops by Ctrl-C, kill, a closed terminal or pipe; saves that fail; an interrupted run that
+must not replace a better model. Signals and exit statuses through real subprocesses."""
+import os
+import signal
+import sys
+
+import pytest
+import torch
+
+import common
+import pytorch_mnist
+import pytorch_mnist_convnet
+from conftest import StdoutLines, run_script, start_script
+
+
+def leftovers(folder):
+    return [p for p in os.listdir(folder) if p.endswith('.tmp')]
+
+
+@pytest.mark.parametrize('signum,words', [(signal.SIGINT, 'interrupted'), (signal.SIGTERM, 'stopped by SIGTERM'),
+                                          (signal.SIGHUP, 'stopped by SIGHUP')],
+                         ids=['SIGINT', 'SIGTERM', 'SIGHUP'])
+def test_a_stop_signal_stops_at_a_batch_boundary_and_saves(data_dir, tmp_path, signum, words):
+    path = tmp_path / 'model.pt'
+    process = start_script('pytorch_mnist_convnet.py', '--data-dir', data_dir, '--epochs', '1000',
+                           '--no-progress', '--save-model', path)
+    out = StdoutLines(process)
+    out.wait_for('Test data results')  # a finished epoch
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == 128 + signum
+    err = process.stderr.read()
+    assert 'Traceback' not in err
+    epochs = [line for line in out.rest() if line.startswith('Test data results')]
+    accuracy = epochs[-1].split()[3].rstrip(',')
+    [message] = [line for line in err.splitlines() if ' in epoch ' in line]
+    assert message.startswith(f'{words} in epoch {len(epochs) + 1}/1000 at batch ')
+    assert message.endswith(f'; last test accuracy: {accuracy} after epoch {len(epochs)}')
+    assert f'Model saved to {path}' in err
+    assert torch.load(path, weights_only=True)['net'] == 'simple' and leftovers(tmp_path) == []
+
+
+SIGNAL_DURING_SAVE = '''
+import os, runpy, signal, sys, torch
+save = torch.save
+def save_with_a_signal_halfway(obj, f):
+    f.write(b'half a model')
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
+    f.seek(0)
+    f.truncate()
+    save(obj, f)
+torch.save = save_with_a_signal_halfway
+sys.argv = ['pytorch_mnist.py', *sys.argv[1:]]
+runpy.run_path('pytorch_mnist.py', run_name='__main__')
+'''
+
+
+def test_signals_during_a_save_wait_for_it_and_leave_no_temporary_file(data_dir, tmp_path):
+    path = tmp_path / 'model.pt'
+    result = run_script('-c', SIGNAL_DURING_SAVE, '--data-dir', data_dir, '--epochs', '1', '--limit', '100',
+                        '--no-progress', '--save-model', path)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stderr.splitlines()[-1] == 'stopped by SIGTERM after training had finished'
+    assert torch.load(path, weights_only=True)['net'] == 'nielsen'
+    assert leftovers(tmp_path) == []
+
+
+def test_a_closed_stdout_ends_quietly_after_saving(data_dir, tmp_path):
+    """`... | head -1`: the reader goes away after the first line."""
+    path = tmp_path / 'model.pt'
+    process = start_script('pytorch_mnist_convnet.py', '--data-dir', data_dir, '--epochs', '1000',
+                           '--no-progress', '--save-model', path)
+    assert process.stdout.readline().startswith('Device: ')
+    process.stdout.close()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+    err = process.stderr.read()
+    assert 'Traceback' not in err and 'Exception ignored' not in err, err
+    assert err.splitlines()[-1].startswith('stopped (standard output was closed) in epoch ')
+    assert torch.load(path, weights_only=True)['net'] == 'simple'
+
+
+def test_a_signal_before_training_stops_at_once(tmp_path):
+    """Nothing to save yet: a stop while the data is read ends the run there, in one line."""
+    process = start_script('-c', 'import common, time\n'
+                                 'common.run_as_command(lambda: (print("reading the data"), time.sleep(60)))')
+    StdoutLines(process).wait_for('reading the data')
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert process.stderr.read().strip().splitlines()[-1] == 'stopped by SIGTERM'
+
+
+def stop_at_step(script, monkeypatch, step_number):
+    """Ctrl-C during the given step (counted from 1) of the script's training."""
+    calls = []
+    step = script.sgd_step
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == step_number:
+            raise KeyboardInterrupt
+        return step(*args)
+
+    monkeypatch.setattr(script, 'sgd_step', interrupted)
+
+
+def quick(data_dir, *extra):
+    return ['--data-dir', str(data_dir), '--epochs', '3', '--limit', '100', '--no-progress', *extra]
+
+
+def test_stopped_in_the_first_epoch_keeps_an_existing_model(data_dir, tmp_path, monkeypatch, capsys):
+    good = tmp_path / 'model.pt'
+    good.write_bytes(b'a model trained for hours')
+    stop_at_step(pytorch_mnist, monkeypatch, 3)
+    with pytest.raises(common.Interrupted, match='interrupted in epoch 1/3 at batch 2/10; last test accuracy: none'):
+        pytorch_mnist.main(quick(data_dir, '--save-model', str(good)))
+    assert good.read_bytes() == b'a model trained for hours'
+    beside = tmp_path / 'model.interrupted.pt'
+    assert torch.load(beside, weights_only=True)['net'] == 'nielsen'
+    err = capsys.readouterr().err
+    assert f'Kept {good}: training stopped before its first epoch ended' in err
+    assert f'Model saved to {beside}' in err
+
+
+def test_stopped_after_an_epoch_replaces_the_model(data_dir, tmp_path, monkeypatch, capsys):
+    old = tmp_path / 'model.pt'
+    old.write_bytes(b'an older model')
+    stop_at_step(pytorch_mnist, monkeypatch, 13)
+    with pytest.raises(common.Interrupted, match='in epoch 2/3 at batch 2/10'):
+        pytorch_mnist.main(quick(data_dir, '--save-model', str(old)))
+    assert torch.load(old, weights_only=True)['net'] == 'nielsen'
+    assert not (tmp_path / 'model.interrupted.pt').exists()
+
+
+def test_a_save_that_fails_after_training_goes_to_a_fallback(data_dir, tmp_path, monkeypatch, capsys):
+    """The folder was writable when training began; at the end the save fails (disk full, say)."""
+    model_path, plot_path = tmp_path / 'out' / 'model.pt', tmp_path / 'out' / 'run.png'
+    model_path.parent.mkdir()
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    write = common.atomic_write
+
+    def full_disk(path, what):
+        if os.path.dirname(os.path.abspath(path)) == str(model_path.parent):
+            raise OSError(28, 'No space left on device')
+        return write(path, what)
+
+    monkeypatch.setattr(common, 'atomic_write', full_disk)
+    with pytest.raises(common.UserError) as info:
+        pytorch_mnist_convnet.main(quick(data_dir, '--epochs', '1', '--save-model', str(model_path),
+                                         '--plot', str(plot_path)))
+    model_line, plot_line = str(info.value).splitlines()
+    saved = sorted(os.listdir(work))
+    assert [name.split('-saved-')[0] for name in saved] == ['model', 'run'], saved
+    assert model_line == (f'could not save the model to {model_path} (No space left on device); '
+                          f'saved it to {work / saved[0]} instead')
+    assert plot_line == (f'could not save the plot to {plot_path} (No space left on device); '
+                         f'saved it to {work / saved[1]} instead')
+    assert torch.load(work / saved[0], weights_only=True)['net'] == 'simple'
+    assert (work / saved[1]).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert 'Test data results' in capsys.readouterr().out  # the result was printed before
+
+
+def test_a_failed_save_exits_1_with_one_line_per_file(data_dir, tmp_path):
+    code = '''
+import os, runpy, sys
+sys.path.insert(0, os.getcwd())
+script = os.path.abspath('pytorch_mnist.py')
+os.chdir(os.environ['WORK'])
+import common
+write = common.atomic_write
+def fails_in_out(path, what):
+    if os.path.basename(os.path.dirname(os.path.abspath(path))) == 'out':
+        raise PermissionError(13, 'Permission denied')
+    return write(path, what)
+common.atomic_write = fails_in_out
+sys.argv = [script, *sys.argv[1:]]
+runpy.run_path(script, run_name='__main__')
+'''
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'work').mkdir()
+    env = {**os.environ, 'WORK': str(tmp_path / 'work')}
+    result = run_script('-c', code, '--data-dir', data_dir, '--epochs', '1', '--limit', '100', '--no-progress',
+                        '--save-model', tmp_path / 'out' / 'm.pt', env=env)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f'could not save the model to {tmp_path / "out" / "m.pt"} (Permission denied); saved it to ')
+    fallback = line.split('saved it to ')[1].removesuffix(' instead')
+    assert os.path.dirname(fallback) == str(tmp_path / 'work')  # the current folder
+    assert torch.load(fallback, weights_only=True)['net'] == 'nielsen'
+
+
+def test_run_as_command_gives_back_stdout_and_the_signal_handlers():
+    before = {signum: signal.getsignal(signum) for signum in common.StopRequests.SIGNALS}
+    stdout = sys.stdout
+    common.run_as_command(lambda: print('result'))
+    assert sys.stdout is stdout
+    assert {signum: signal.getsignal(signum) for signum in common.StopRequests.SIGNALS} == before
