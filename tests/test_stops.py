@@ -1,6 +1,7 @@
 """Nothing lost: stops by Ctrl-C, kill, a closed terminal or pipe; saves that fail; an interrupted run that
 must not replace a better model. Signals and exit statuses through real subprocesses."""
 import os
+import select
 import signal
 import sys
 
@@ -70,6 +71,7 @@ def test_a_closed_stdout_ends_quietly_after_saving(data_dir, tmp_path):
     path = tmp_path / 'model.pt'
     process = start_script('pytorch_mnist_convnet.py', '--data-dir', data_dir, '--epochs', '1000',
                            '--no-progress', '--save-model', path)
+    assert select.select([process.stdout], [], [], 120)[0], 'no output within 120 s'
     assert process.stdout.readline().startswith('Device: ')
     process.stdout.close()
     assert process.wait(timeout=120) == 128 + signal.SIGPIPE
