@@ -25,6 +25,7 @@ Recompute the normalization figures of data_normalization_calculations.md:
 """
 import argparse
 import contextlib
+import errno
 import functools
 import io
 import math
@@ -531,7 +532,8 @@ def parse_args(parser, argv=None):
     """Parse, then fill what the user left out from the chosen net's recipe, and pick the device."""
     args = parser.parse_args(argv)
     if args.load_model:
-        given = [flag for flag in TRAINING_FLAGS if getattr(args, flag, None) not in (None, False)]
+        given = [flag for flag in TRAINING_FLAGS if getattr(args, flag, None) is not None
+                 and getattr(args, flag, None) is not False]  # given, even as 0 (0 == False in Python)
         if given:
             parser.error(f'argument --load-model: it tests a saved model and trains nothing, so '
                          f'{", ".join("--" + flag.replace("_", "-") for flag in given)} would be ignored; drop '
@@ -563,8 +565,8 @@ def atomic_write(path, write):
         umask = os.umask(0)
         os.umask(umask)
         try:
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
             with os.fdopen(fd, 'wb') as f:
+                os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
@@ -583,12 +585,12 @@ def save_outputs(args, model, data, history, stopped=False):
     """
     failures = []
     if args.save_model and not args.load_model:
-        path = args.save_model
-        if stopped and not history['accuracy'] and os.path.exists(path):
-            path = beside(path, 'interrupted')
-            print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
+        keep = stopped and not history['accuracy'] and os.path.exists(args.save_model)
+        path = beside(args.save_model, 'interrupted') if keep else args.save_model
         checkpoint = model_checkpoint(args, model, data)
         failures += save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
+        if keep:
+            print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
     if args.plot and history['accuracy']:
         failures += save_plot(args.plot, history, model, data)
     if failures and stopped:
@@ -611,19 +613,25 @@ def save_with_fallback(path, what, write):
     well."""
     try:
         atomic_write(path, write)
-        print(f'{what.capitalize()} saved to {path}', file=sys.stderr)
-        return []
     except OSError as e:
         reason = e.strerror or last_line(e)
+    else:
+        print(f'{what.capitalize()} saved to {path}', file=sys.stderr)
+        return []
     stem, extension = os.path.splitext(os.path.basename(path))
     for folder in (os.getcwd(), tempfile.gettempdir()):
-        try:
-            fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem}-saved-', suffix=extension)
+        with STOP.saving():  # no empty fallback file is left behind, whatever arrives meanwhile
+            try:
+                fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem}-saved-', suffix=extension)
+            except OSError:
+                continue
             os.close(fd)
-            atomic_write(fallback, write)
-            return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
-        except OSError:
-            continue
+            try:
+                atomic_write(fallback, write)
+            except OSError:
+                os.unlink(fallback)
+                continue
+        return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
     return [f'could not save the {what} to {path} ({reason}), nor to {os.getcwd()} or {tempfile.gettempdir()}']
 
 
@@ -809,7 +817,8 @@ class StopRequests:
     """What Ctrl-C (SIGINT), kill (SIGTERM), a closed terminal (SIGHUP) or a closed stdout do while
     run_as_command runs a script. Once training has begun, a stop waits for a safe point: the next batch
     boundary (Batches calls check()), the end of a save, or the end of the script; the same signal again
-    stops at once. Before training, nothing is lost by stopping at once."""
+    stops at once. Before training, nothing is lost by stopping at once. A signal that was ignored when
+    the script started (nohup, `cmd &`) stays ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -819,14 +828,15 @@ class StopRequests:
         self.writing = 0            # saves under way
 
     def install(self):
-        """Take over the stop signals; returns the handlers they had, for restore()."""
+        """Take over the stop signals that are not ignored; returns their handlers, for restore()."""
         self.signum, self.training, self.writing = None, False, 0
-        return {signum: signal.signal(signum, self.request) for signum in self.SIGNALS}
+        return {signum: signal.signal(signum, self.request) for signum in self.SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
 
     def restore(self, handlers):
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        self.training = False
+        self.signum, self.training = None, False
 
     def request(self, signum, frame=None):
         if self.writing or (self.training and self.signum is None):
@@ -852,24 +862,31 @@ STOP = StopRequests()
 
 
 class ClosedPipeGuard(io.TextIOBase):
-    """sys.stdout for run_as_command: when the reader goes away (`... | head -1`), later output goes to
-    /dev/null and a stop is asked for (as SIGPIPE), instead of a BrokenPipeError traceback."""
+    """sys.stdout or sys.stderr for run_as_command. When the reader goes away (`... | head -1`, a closed
+    terminal), later output goes to /dev/null instead of raising; for stdout, that asks for a stop (as
+    SIGPIPE), taken at the next safe point."""
 
-    def __init__(self, stream):
+    GONE = (errno.EPIPE, errno.EIO)  # a closed pipe; a terminal that hung up
+
+    def __init__(self, stream, asks_to_stop):
         super().__init__()
-        self.stream = stream
+        self.stream, self.asks_to_stop = stream, asks_to_stop
 
     def write(self, text):
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
+        except OSError as e:
+            if e.errno not in self.GONE:
+                raise
             self.reader_gone()
             return len(text)
 
     def flush(self):
         try:
             self.stream.flush()
-        except BrokenPipeError:
+        except OSError as e:
+            if e.errno not in self.GONE:
+                raise
             self.reader_gone()
 
     def fileno(self):
@@ -881,33 +898,39 @@ class ClosedPipeGuard(io.TextIOBase):
 
     def reader_gone(self):
         os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # Python's own flush at exit too
-        STOP.request(signal.SIGPIPE)
+        if self.asks_to_stop and STOP.signum is None:
+            STOP.signum = signal.SIGPIPE
 
 
 def run_as_command(main):
     """Run a script's main() as a command. A UserError is one line on stderr and exit status 1. A stop
     (Ctrl-C, SIGTERM, SIGHUP, a closed stdout) says where training was and exits with 128 + the signal's
     number (130, 143, 129, 141), after main() has saved what it was asked to."""
-    handlers, stdout = STOP.install(), sys.stdout
-    sys.stdout = ClosedPipeGuard(stdout)
+    handlers, stdout, stderr = STOP.install(), sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ClosedPipeGuard(stdout, asks_to_stop=True), ClosedPipeGuard(stderr, asks_to_stop=False)
+    message, status = None, 0
     try:
-        main()
-    except UserError as e:
-        print(e, file=sys.stderr)
-        sys.exit(1)
-    except Interrupted as e:
-        print(e, file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except KeyboardInterrupt as e:  # before training began: nothing to save
-        signum = getattr(e, 'signum', signal.SIGINT)
-        print(how_stopped(signum), file=sys.stderr)
-        sys.exit(128 + signum)
+        try:
+            main()
+            sys.stdout.flush()
+        except UserError as e:
+            message, status = str(e), 1
+        except Interrupted as e:
+            message, status = str(e), 128 + e.signum
+        except KeyboardInterrupt as e:  # before training began: nothing to save
+            signum = getattr(e, 'signum', signal.SIGINT)
+            message, status = how_stopped(signum), 128 + signum
+        for signum in handlers:  # the last words are not cut short
+            signal.signal(signum, signal.SIG_IGN)
+        if not status and STOP.signum is not None:  # asked for after the last batch: all is done and saved
+            message, status = f'{how_stopped(STOP.signum)} after training had finished', 128 + STOP.signum
+        if message:
+            print(message, file=sys.stderr, flush=True)
     finally:
-        sys.stdout = stdout
+        sys.stdout, sys.stderr = stdout, stderr
         STOP.restore(handlers)
-    if STOP.signum is not None:  # asked for after the last batch: everything is done and saved
-        print(f'{how_stopped(STOP.signum)} after training had finished', file=sys.stderr)
-        sys.exit(128 + STOP.signum)
+    if status:
+        sys.exit(status)
 
 
 def torch_load_reason(error):

@@ -3,6 +3,7 @@ import gzip
 import os
 import queue
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -107,11 +108,21 @@ def run_script(*args, timeout=300, env=None, **kwargs):
                           timeout=timeout, env=full_env, **kwargs)
 
 
-def start_script(*args, env=None):
-    """Start a script of the collection in the background (offline, unbuffered); read it with StdoutLines."""
+def default_signals(ignored=()):
+    """For a child: the stop signals as a fresh terminal session has them (a CI runner may ignore SIGINT),
+    except those named, which it ignores (as nohup does SIGHUP)."""
+    def reset():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+    return reset
+
+
+def start_script(*args, env=None, ignored=()):
+    """Start a script of the collection in the background (offline, unbuffered); read it with StdoutLines.
+    The caller kills it when done (a `with` block does)."""
     full_env = {**(os.environ if env is None else env), **OFFLINE, 'PYTHONUNBUFFERED': '1'}
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=full_env)
+                            stderr=subprocess.PIPE, text=True, env=full_env, preexec_fn=default_signals(ignored))
 
 
 class StdoutLines:

@@ -49,7 +49,7 @@ def test_the_loop_runs_the_scripts_own_step(data_dir, monkeypatch, capsys):
         return step(*args)
 
     monkeypatch.setattr(pytorch_mnist_convnet, 'sgd_step', counted)
-    pytorch_mnist_convnet.main(quick(data_dir, '--epochs', '2', '--limit', '95'))
+    pytorch_mnist_convnet.main(quick(data_dir, '--epochs', '2', '--limit', '95', '--device', 'cpu'))
     assert calls == [10] * 9 + [5] + [10] * 9 + [5]
 
 
@@ -67,7 +67,7 @@ def test_interrupt_says_where_and_saves(data_dir, tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(pytorch_mnist, 'sgd_step', interrupted_at_call_17)
     with pytest.raises(common.Interrupted) as info:
-        pytorch_mnist.main(quick(data_dir, '--epochs', '3', '--save-model', str(path)))
+        pytorch_mnist.main(quick(data_dir, '--epochs', '3', '--device', 'cpu', '--save-model', str(path)))
     accuracy = capsys.readouterr().out.splitlines()[1].split()[3].rstrip(',')
     assert str(info.value) == f'interrupted in epoch 2/3 at batch 6/10; last test accuracy: {accuracy} after epoch 1'
     assert torch.load(path, weights_only=True)['net'] == 'nielsen'
