@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end on tiny data and print a row per net. No timing is asserted."""
+import json
 import re
 
 from conftest import run_script
@@ -37,3 +38,40 @@ def test_fidelity_prints_a_row_per_recipe(data_dir):
         # original, mean, min, max, then one figure per seed
         assert re.search(rf'^{name} +{original} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} {NUMBER}$',
                          result.stdout, re.M), result.stdout
+
+
+def test_reproduce_runs_two_rows_then_resumes_instead_of_retraining(data_dir, tmp_path):
+    results = tmp_path / 'results.jsonl'
+    args = ['benchmarks/reproduce.py', '--dataset', 'mnist', '--data-dir', data_dir, '--epochs', '1',
+            '--only', 'dense', 'relu', '--seeds', '1', '2', '--device', 'cpu', '--results', results]
+    first = run_script(*args, '--plot', tmp_path / 'all.png')
+    assert first.returncode == 0, first.stderr
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r['row'], r['seed'], r['epochs'], r['shortened_to']) for r in records] == \
+        [('dense', 1, 1, 1), ('dense', 2, 1, 1), ('relu', 1, 1, 1), ('relu', 2, 1, 1)]
+    for record in records:
+        assert len(record['accuracy']) == len(record['loss']) == 1 and 0 < record['accuracy'][0] <= 1
+        assert record['device'] == 'cpu' and record['torch'] and record['seconds'] > 0
+    assert records[2]['command'] == 'python pytorch_mnist_convnet.py --net relu --lr 0.03 --wd 0.00005'
+    assert records[0]['accuracy'] != records[1]['accuracy'] or records[0]['loss'] != records[1]['loss']  # two seeds
+    dense = [r['accuracy'][0] for r in records[:2]]
+    row = (rf'^\| `python pytorch_mnist.py` \| 0\.9758 \| – \(ch\. 1: about 95 %\) \| '
+           rf'{sum(dense) / 2:.4f} \({min(dense):.4f}–{max(dense):.4f}\) \| 2 \| 1 \| \d+ s \| .+ \|$')
+    assert re.search(row, first.stdout, re.M), first.stdout
+    assert (tmp_path / 'all.png').read_bytes()[:4] == b'\x89PNG'
+
+    again = run_script(*args)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count('already in') == 4 and 'after 1 epochs' not in again.stderr
+    assert results.read_text().count('\n') == 4  # nothing retrained
+    assert again.stdout == first.stdout
+
+    report = run_script('benchmarks/reproduce.py', '--dataset', 'mnist', '--report', '--results', results)
+    assert report.returncode == 0 and report.stdout == first.stdout
+
+
+def test_reproduce_refuses_a_row_of_another_dataset(tmp_path):
+    result = run_script('benchmarks/reproduce.py', '--dataset', 'cifar10', '--only', 'relu', '--results',
+                        tmp_path / 'r.jsonl')
+    assert result.returncode == 2
+    assert 'argument --only: no row relu for --dataset cifar10' in result.stderr
