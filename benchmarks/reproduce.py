@@ -149,12 +149,10 @@ def plot(path, runs, dataset):
         colour = f'C{i}'
         for j, run in enumerate(mine):
             ax.plot(range(1, len(run['accuracy']) + 1), run['accuracy'], color=colour, alpha=0.8,
-                    label=name if j == 0 else None)
+                    label=f'{name} (published, MNIST: {original})' if j == 0 else None)
         published = float(original.rstrip(' %')) / (100 if original.endswith('%') else 1)
         last = max(len(r['accuracy']) for r in mine)
-        ax.plot([last + 1], [published], marker='<', color=colour, markersize=9)
-        ax.annotate(f'{name} published (MNIST): {original}', (last + 1.5, published), fontsize=8, color=colour,
-                    va='center')
+        ax.plot([last + 1], [published], marker='<', color=colour, markersize=9)  # beside its curve's end
     ax.set_xlabel('epoch')
     ax.set_ylabel('test accuracy')
     ax.set_title(f'{dataset}: every recipe at its full length; ◀ the published MNIST figure')
