@@ -100,8 +100,11 @@ def run_once(name, args, seed):
 
 
 def device_name(device):
+    """What the table's device column says: the GPU's name, Apple's GPU, or the CPU and its cores."""
     if device.startswith('cuda'):
         return torch.cuda.get_device_name()
+    if device.startswith('mps'):
+        return f'Apple GPU (MPS), {platform.machine()}'
     return f'{platform.machine()} CPU, {os.cpu_count()} cores'
 
 

@@ -1,8 +1,10 @@
 """The benchmark scripts run end to end on tiny data and print a row per net. No timing is asserted."""
+import importlib.util
 import json
+import os
 import re
 
-from conftest import run_script
+from conftest import ROOT, run_script
 
 NUMBER = r'[\d.]+'
 
@@ -75,3 +77,11 @@ def test_reproduce_refuses_a_row_of_another_dataset(tmp_path):
                         tmp_path / 'r.jsonl')
     assert result.returncode == 2
     assert 'argument --only: no row relu for --dataset cifar10' in result.stderr
+
+
+def test_reproduce_names_the_device_it_ran_on():
+    spec = importlib.util.spec_from_file_location('reproduce', ROOT / 'benchmarks' / 'reproduce.py')
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    assert reproduce.device_name('mps').startswith('Apple GPU (MPS)')
+    assert reproduce.device_name('cpu').endswith(f'CPU, {os.cpu_count()} cores')
