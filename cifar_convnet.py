@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import stacked
 
 # As in pytorch_mnist_convnet.py, 2x2 max-pooling comes before the activation: pooling first is the
 # same function (max-pool commutes with a rising activation) on 4x fewer values.
@@ -120,6 +121,8 @@ def class_report(predicted, labels, classes, first=8):
 def main(argv=None):
     args = parse_args(argv)
     print(f'Device: {args.device}', flush=True)
+    if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
+        return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read

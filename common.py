@@ -165,16 +165,24 @@ class Batches:
     def __iter__(self):
         self.epoch, self.done = self.epoch + 1, 0
         STOP.training = True  # from now on a stop signal waits for a batch boundary (STOP.check)
-        train = self.data.train
-        order = torch.randperm(len(train), generator=self.generator).to(train.labels.device)
+        order = self.shuffled_order()
         with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
                   file=sys.stderr, disable=None if self.progress else True) as bar:
-            for start in range(0, len(train), self.batch_size):
+            for start in range(0, len(self.data.train), self.batch_size):
                 STOP.check()
-                idx = order[start:start + self.batch_size]
-                yield self.data.normalize(train.images[idx]), train.labels[idx]
+                yield self.batch(order[..., start:start + self.batch_size])
                 self.done += 1  # the loop asks for the next batch: this one's step has finished
                 bar.update()
+
+    def shuffled_order(self):
+        """This pass's order: a random permutation of the training images, on the device."""
+        train = self.data.train
+        return torch.randperm(len(train), generator=self.generator).to(train.labels.device)
+
+    def batch(self, idx):
+        """(images, labels) of these training images, normalized."""
+        train = self.data.train
+        return self.data.normalize(train.images[idx]), train.labels[idx]
 
     def position(self):
         return f'epoch {max(self.epoch, 1)}/{self.epochs} at batch {self.done}/{len(self)}'
@@ -466,7 +474,7 @@ non_negative_float.__name__ = 'number'
 seed_number.__name__ = 'integer'
 output_path.__name__ = picture_path.__name__ = 'path'
 
-TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'batch_size', 'extend_data', 'seed', 'save_model')
+TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'batch_size', 'extend_data', 'seed', 'seeds', 'save_model')
 
 
 def plain_number(value):
@@ -508,7 +516,12 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                         help='where the data is, or is downloaded to (default: ./data)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
                         help='where to train; auto picks an accelerator when there is one (default: auto)')
-    parser.add_argument('--seed', type=seed_number, help='random seed (default: 1)')
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument('--seed', type=seed_number, help='random seed (default: 1)')
+    seeds.add_argument('--seeds', type=seed_number, nargs='+', metavar='S',
+                       help='train one net per seed, all at the same time as one stacked computation (net i '
+                            'is the net --seed Si trains); prints each net\'s accuracy and their majority vote '
+                            '(default: one net)')
     parser.add_argument('--limit', type=positive_int,
                         help='use only the first N training and N test images, for a quick try (default: all)')
     parser.add_argument('--no-progress', action='store_true', help='never show progress bars (default: off)')
@@ -521,7 +534,7 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                              'picks the format (.png, .pdf, .svg, .jpg, ...) (default: none)')
     parser.add_argument('--load-model', metavar='PATH',
                         help='test a saved model on the test set and train nothing; the training flags '
-                             '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --save-model) '
+                             '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --save-model) '
                              'are then a usage error (default: train)')
     script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
     parser.set_defaults(recipes=recipes, script=script, default_batch_size=batch_size)
@@ -541,6 +554,11 @@ def parse_args(parser, argv=None):
     if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
         parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
                      f'the model')
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):
+        twice = next(seed for seed in args.seeds if args.seeds.count(seed) > 1)
+        parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
+    if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
+        args.seed, args.seeds = args.seeds[0], None
     for key, value in {**args.recipes[args.net], 'batch_size': args.default_batch_size, 'seed': 1}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -600,11 +618,16 @@ def save_outputs(args, model, data, history, stopped=False):
 
 
 def model_checkpoint(args, model, data):
-    """The weights with what is needed to use them again: script, net, dataset, normalization."""
+    """The weights with what is needed to use them again: script, net, dataset, normalization. Several nets
+    trained at once (stacked.StackedNets) are saved as one state_dict per net, with their seeds."""
     info = DATASETS[data.name]
-    return {'script': args.script, 'net': args.net, 'dataset': data.name,
-            'mean': list(info.mean), 'std': list(info.std),
-            'state_dict': {k: v.cpu() for k, v in model.state_dict().items()}}
+    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
+                  'mean': list(info.mean), 'std': list(info.std)}
+    if hasattr(model, 'seeds'):
+        checkpoint.update(seeds=list(model.seeds), state_dicts=model.state_dicts())
+    else:
+        checkpoint['state_dict'] = {k: v.cpu() for k, v in model.state_dict().items()}
+    return checkpoint
 
 
 def save_with_fallback(path, what, write):
@@ -641,16 +664,17 @@ def beside(path, word):
     return f'{stem}.{word}{extension}'
 
 
-def load_weights_into(model, path, args):
-    """Put the weights that save_outputs saved at `path` into `model`, as model.load_state_dict
-    does; a file that does not fit is one clear UserError."""
+def read_checkpoint(path, args):
+    """The file that save_outputs saved at `path`, checked against the flags: one clear UserError for a
+    file that is missing, is not a model, or holds another script's net or another dataset's."""
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise UserError(f'--load-model {path}: no such file') from None
     except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
         raise UserError(f'--load-model {path}: not a model saved by these scripts ({torch_load_reason(e)})') from None
-    if not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset', 'state_dict'} <= checkpoint.keys():
+    if (not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset'} <= checkpoint.keys()
+            or not ('state_dict' in checkpoint or {'seeds', 'state_dicts'} <= checkpoint.keys())):
         raise UserError(f'--load-model {path}: not a model saved by these scripts')
     if (checkpoint['script'], checkpoint['net']) != (args.script, args.net):
         raise UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
@@ -658,21 +682,36 @@ def load_weights_into(model, path, args):
     if checkpoint['dataset'] != args.dataset:
         raise UserError(f'--load-model {path}: it was trained on {checkpoint["dataset"]}; '
                         f'add --dataset {checkpoint["dataset"]}')
+    return checkpoint
+
+
+def holds_several_nets(path, args):
+    """Was the --load-model file saved by a run with --seeds? (False without --load-model.)"""
+    return bool(path) and 'state_dicts' in read_checkpoint(path, args)
+
+
+def load_weights_into(model, path, args, state_dict=None):
+    """Put the weights that save_outputs saved at `path` into `model`, as model.load_state_dict does
+    (`state_dict`: one of the nets of a file saved with --seeds); a file that does not fit is one UserError."""
+    if state_dict is None:
+        state_dict = read_checkpoint(path, args)['state_dict']
     try:
-        model.load_state_dict(checkpoint['state_dict'])
+        model.load_state_dict(state_dict)
     except RuntimeError as e:
         raise UserError(f'--load-model {path}: the weights do not fit the {args.net!r} net ({last_line(e)})') from None
 
 
 def save_plot(path, history, model, data):
     """One picture: loss and test accuracy per epoch (left), up to 25 misclassified test images (right), in
-    the format the extension names. Returns save_with_fallback's failure lines."""
+    the format the extension names. Several nets trained at once (stacked.StackedNets): each net's curve and
+    their vote's, and the images the vote gets wrong. Returns save_with_fallback's failure lines."""
     import matplotlib
     matplotlib.use('Agg')  # no display needed
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    predicted = predict(model, data)
+    several = hasattr(model, 'seeds')
+    predicted = model.vote(data) if several else predict(model, data)
     wrong = (predicted != data.test.labels).nonzero().flatten()[:25].cpu()
     images = data.test.images[wrong].cpu().permute(0, 2, 3, 1).numpy()  # N x H x W x C, as matplotlib wants
     predicted, labels = predicted[wrong].tolist(), data.test.labels[wrong].tolist()
@@ -681,7 +720,13 @@ def save_plot(path, history, model, data):
     left, right = fig.subfigures(1, 2, width_ratios=(1, 1))
     ax = left.subplots()
     epochs = range(1, len(history['accuracy']) + 1)
-    ax.plot(epochs, history['accuracy'], 'o-', color='tab:blue', label='test accuracy')
+    if several:
+        for seed, accuracies in zip(history['seeds'], history['per_net']):
+            ax.plot(epochs, accuracies, '-', linewidth=1, alpha=0.6, label=f'seed {seed}')
+        ax.plot(epochs, history['vote'], 'o-', color='black', label='majority vote')
+        ax.legend(loc='lower right', fontsize=8)
+    else:
+        ax.plot(epochs, history['accuracy'], 'o-', color='tab:blue', label='test accuracy')
     ax.set_xlabel('epoch')
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel('test accuracy', color='tab:blue')
@@ -689,8 +734,13 @@ def save_plot(path, history, model, data):
         loss_ax = ax.twinx()
         loss_ax.plot(epochs, history['loss'], 's--', color='tab:red', label='training loss')
         loss_ax.set_ylabel('mean training loss', color='tab:red')
-    ax.set_title(f'{data.name}: test accuracy {history["accuracy"][-1]:.4f}')
-    right.suptitle(f'misclassified test images (predicted / true), {len(wrong)} shown')
+    if several:
+        ax.set_title(f'{data.name}: {len(history["seeds"])} nets, mean test accuracy {history["accuracy"][-1]:.4f}, '
+                     f'vote {history["vote"][-1]:.4f}')
+    else:
+        ax.set_title(f'{data.name}: test accuracy {history["accuracy"][-1]:.4f}')
+    right.suptitle(f'misclassified test images{" (by the vote)" if several else ""} (predicted / true), '
+                   f'{len(wrong)} shown')
     for i, cell in enumerate(right.subplots(5, 5).flatten()):
         cell.axis('off')
         if i < len(wrong):

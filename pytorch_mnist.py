@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import stacked
 
 
 def nielsen():
@@ -78,6 +79,8 @@ def train(args, model, data, loss_fn):
 def main(argv=None):
     args = common.parse_args(common.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
+    if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
+        return stacked.main(args, NETS[args.net], sgd_step, LOSSES[args.net])
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device)
     if args.load_model:  # checked before any data is read

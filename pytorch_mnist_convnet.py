@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import stacked
 
 # In Nielsen's nets each conv layer is followed by 2x2 max-pooling, then the activation: pooling first is
 # the same function (max-pool commutes with a rising activation) on 4x fewer values.
@@ -125,6 +126,8 @@ def train(args, model, data, loss_fn=F.cross_entropy):
 def main(argv=None):
     args = common.parse_args(common.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
+    if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
+        return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy, pad=PADDING.get(args.net, 0))
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read
