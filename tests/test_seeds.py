@@ -1,0 +1,181 @@
+"""--seeds: several nets trained at once (stacked.py). Each is the net its seed trains alone; the vote;
+the printed lines; saving, loading, plotting and stopping every net; the flags."""
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+
+import cifar_convnet
+import common
+import pytorch_mnist
+import pytorch_mnist_convnet
+import stacked
+from conftest import run_script
+from test_common import FINAL_LINE
+from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
+from test_stops import stop_at_step
+
+MEAN_LINE = re.compile(r'^Test data results: (\d\.\d{4}) \(mean of (\d+) nets; min (\d\.\d{4}), max (\d\.\d{4})\), '
+                       r'Epoch (\d+)/(\d+), train loss (\d+\.\d{4}), \d+\.\d s$')
+SEED_LINE = re.compile(r'^Seed (-?\d+): (\d\.\d{4})$')
+VOTE_LINE = re.compile(r'^Ensemble of (\d+) nets \(majority vote\): (\d\.\d{4})$')
+
+
+def twenty_steps(data_dir, *extra):
+    """200 training images in batches of 10, one epoch: 20 SGD steps, on the CPU."""
+    return ['--data-dir', str(data_dir), '--device', 'cpu', '--epochs', '1', '--limit', '200', '--no-progress',
+            *extra]
+
+
+@pytest.mark.parametrize('script,net', [(pytorch_mnist_convnet, 'relu'), (pytorch_mnist_convnet, 'final'),
+                                        (pytorch_mnist, 'nielsen'), (pytorch_mnist_convnet, 'lenet')],
+                         ids=['relu', 'final-dropout', 'nielsen-mse', 'lenet-padded'])
+def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net, capsys):
+    """After 20 steps, stacked net i has the weights of a plain run with --seed Si. Fails when a net gets
+    another's batches or initial weights, when the loss is the nets' mean instead of their sum (each net
+    would learn at lr / K), when Flatten orders the features differently, or (final) when a net's dropout
+    masks are not the ones its seed draws."""
+    seeds = [1, 2, 5]
+    nets, _, history = script.main(twenty_steps(data_dir, '--net', net, '--seeds', *map(str, seeds)))
+    for seed, stacked_net, accuracies in zip(seeds, nets, history['per_net']):
+        alone, _, alone_history = script.main(twenty_steps(data_dir, '--net', net, '--seed', str(seed)))
+        for (name, expected), actual in zip(alone.state_dict().items(), stacked_net.state_dict().values()):
+            torch.testing.assert_close(actual, expected, msg=f'seed {seed}, {name}')
+        assert accuracies == pytest.approx(alone_history['accuracy'], abs=0.011)  # one image of 100, at most
+    first = [n.state_dict() for n in nets]
+    assert not torch.equal(first[0]['1.weight' if net == 'nielsen' else '0.weight'],
+                           first[1]['1.weight' if net == 'nielsen' else '0.weight'])  # three different nets
+    capsys.readouterr()
+
+
+def test_cifar_nets_stack_too(cifar_dir, skip_md5):
+    """cifar_convnet's nets (3 colour channels, a conv without pooling) train stacked as alone."""
+    argv = ['--data-dir', str(cifar_dir), '--device', 'cpu', '--epochs', '1', '--limit', '40', '--no-progress']
+    for net in ('conv', 'final'):
+        nets, _, _ = cifar_convnet.main(argv + ['--net', net, '--seeds', '3', '4'])
+        alone, _, _ = cifar_convnet.main(argv + ['--net', net, '--seed', '4'])
+        for expected, actual in zip(alone.state_dict().values(), nets[1].state_dict().values()):
+            torch.testing.assert_close(actual, expected)
+
+
+def outputs_voting(*votes_and_confidences):
+    """Hand-made outputs, K x N x 3: for each image, each net's (voted class, its logit), other logits 0."""
+    nets = len(votes_and_confidences[0])
+    outputs = torch.zeros(nets, len(votes_and_confidences), 3)
+    for image, votes in enumerate(votes_and_confidences):
+        for net, (cls, logit) in enumerate(votes):
+            outputs[net, image, cls] = logit
+    return outputs
+
+
+def test_majority_vote_on_hand_made_outputs():
+    outputs = outputs_voting(
+        [(2, 1.0), (2, 1.0), (0, 9.0), (1, 9.0)],   # two votes for 2 beat one each for 0 and 1, however sure
+        [(0, 5.0), (0, 5.0), (1, 1.0), (1, 1.0)],   # a 2-2 tie: 0, where the nets are surer on average
+        [(0, 1.0), (0, 1.0), (1, 5.0), (1, 5.0)],   # the same tie the other way: 1
+        [(2, 3.0), (1, 3.0), (0, 3.0), (2, 3.0)],   # 2 votes win
+    )
+    assert stacked.majority_vote(outputs).tolist() == [2, 0, 1, 2]
+    # a 1-1 tie of equal confidence (each net all but certain, so both probabilities average to 0.5 exactly)
+    # goes to the lower class
+    equal = outputs_voting([(2, 100.0), (1, 100.0)])
+    assert equal.softmax(2).mean(0)[0, 1] == equal.softmax(2).mean(0)[0, 2]
+    assert stacked.majority_vote(equal).tolist() == [1]
+    # only the tied classes count: class 2, which no net voted for, has the highest mean probability
+    unvoted = torch.tensor([[[3.0, 0.0, 2.9]], [[0.0, 3.0, 2.9]]])
+    assert unvoted.softmax(2).mean(0).argmax().item() == 2
+    assert stacked.majority_vote(unvoted).tolist() == [0]
+
+
+def test_the_printed_lines_and_learning(data_dir):
+    """Through the script's real __main__: one line per epoch with the nets' mean, min and max; then each
+    seed, the vote, and the mean as the last line; and the nets learn."""
+    result = run_script('pytorch_mnist_convnet.py', '--net', 'relu', '--data-dir', data_dir, '--epochs', '3',
+                        '--limit', '200', '--no-progress', '--device', 'cpu', '--seeds', '1', '2', '3', timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    epochs = [MEAN_LINE.match(line) for line in lines[1:4]]
+    assert all(epochs), lines
+    assert [m.group(2, 5, 6) for m in epochs] == [('3', '1', '3'), ('3', '2', '3'), ('3', '3', '3')]
+    seeds = [SEED_LINE.match(line) for line in lines[5:8]]
+    assert all(seeds), lines
+    assert [m.group(1) for m in seeds] == ['1', '2', '3']
+    accuracies = [float(m.group(2)) for m in seeds]
+    mean, low, high = (float(epochs[-1].group(i)) for i in (1, 3, 4))
+    assert (low, high) == (min(accuracies), max(accuracies))
+    assert mean == pytest.approx(sum(accuracies) / 3, abs=0.0001)
+    assert int(VOTE_LINE.match(lines[8]).group(1)) == 3
+    assert float(FINAL_LINE.match(lines[9]).group(1)) == mean and len(lines) == 10
+    losses = [float(m.group(7)) for m in epochs]
+    assert losses[2] < losses[0] and min(accuracies) >= 0.5  # every net learned (chance: 0.1)
+
+
+def test_save_then_load_tests_every_net_and_the_vote(data_dir, tmp_path, capsys):
+    path = tmp_path / 'five.pt'
+    argv = ['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '200', '--no-progress']
+    pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--epochs', '2', '--seeds', '4', '5', '6',
+                                       '--save-model', str(path)])
+    trained = capsys.readouterr().out.splitlines()[-5:]
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint['seeds'] == [4, 5, 6] and len(checkpoint['state_dicts']) == 3
+    for state_dict in checkpoint['state_dicts']:  # each net as the plain net keeps its weights
+        pytorch_mnist_convnet.relu().load_state_dict(state_dict)
+    nets, _, history = pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--load-model', str(path)])
+    assert capsys.readouterr().out.splitlines()[-5:] == trained  # the same Seed, Ensemble, result lines
+    assert history['loss'] == [] and len(nets) == 3
+    with pytest.raises(common.UserError, match='the weights do not fit'):
+        checkpoint['state_dicts'][1] = pytorch_mnist_convnet.simple().state_dict()
+        torch.save(checkpoint, tmp_path / 'bad.pt')
+        pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--load-model', str(tmp_path / 'bad.pt')])
+
+
+def test_plot_shows_every_net(data_dir, tmp_path, monkeypatch):
+    import matplotlib.axes
+    labels = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, 'plot', lambda self, *a, **k: labels.append(k.get('label')) or plot(self, *a, **k))
+    path = tmp_path / 'nets.png'
+    pytorch_mnist.main(['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--epochs', '2',
+                        '--no-progress', '--seeds', '7', '8', '--plot', str(path)])
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert labels[:3] == ['seed 7', 'seed 8', 'majority vote']
+
+
+def test_a_stop_saves_every_net(data_dir, tmp_path, monkeypatch, capsys):
+    path = tmp_path / 'nets.pt'
+    stop_at_step(pytorch_mnist, monkeypatch, 13)  # in epoch 2 of 10 batches
+    with pytest.raises(common.Interrupted, match='interrupted in epoch 2/3 at batch 2/10; last test accuracy: 0'):
+        pytorch_mnist.main(['--data-dir', str(data_dir), '--device', 'cpu', '--epochs', '3', '--limit', '100',
+                            '--no-progress', '--seeds', '1', '2', '--save-model', str(path)])
+    assert torch.load(path, weights_only=True)['seeds'] == [1, 2]
+
+
+@pytest.mark.parametrize('extra,message', [
+    (('--seed', '1', '--seeds', '2', '3'), 'argument --seeds: not allowed with argument --seed'),
+    (('--seeds', '2', '3', '2'), 'argument --seeds: 2 is given twice; two nets with one seed are the same net'),
+    (('--seeds', '1', 'x'), "argument --seeds: invalid integer value: 'x'"),
+    (('--seeds', '2', '3', '--load-model', 'm.pt'), 'argument --load-model: it tests a saved model and trains '
+                                                     'nothing, so --seeds would be ignored; drop it'),
+])
+def test_seed_flags_are_checked(extra, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        pytorch_mnist_convnet.main(['--limit', '10', *extra])
+    assert stop.value.code == 2
+    assert f'error: {message}' in capsys.readouterr().err
+
+
+def test_one_seed_in_seeds_is_the_plain_run(data_dir, capsys):
+    argv = ['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--epochs', '1', '--no-progress']
+    model, _, _ = pytorch_mnist.main(argv + ['--seeds', '7'])
+    plain = capsys.readouterr().out.splitlines()
+    pytorch_mnist.main(argv + ['--seed', '7'])
+    assert isinstance(model, nn.Module) and [line[:30] for line in capsys.readouterr().out.splitlines()] == \
+        [line[:30] for line in plain]
+
+
+def test_a_net_that_cannot_be_stacked_is_one_clear_error():
+    with pytest.raises(common.UserError, match=r'--seeds cannot stack layer 1 \(BatchNorm2d'):
+        stacked.StackedNets([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)) for _ in range(2)], [1, 2])
+    with pytest.raises(common.UserError, match='this net is a Linear: train one seed at a time with --seed'):
+        stacked.StackedNets([nn.Linear(2, 2) for _ in range(2)], [1, 2])
