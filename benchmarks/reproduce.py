@@ -11,8 +11,10 @@ interrupted table resumes where it stopped. The table is printed from the result
     python benchmarks/reproduce.py --dataset fashion-mnist --report --plot docs/reproduce.png
     python benchmarks/reproduce.py --dataset mnist --epochs 1                              # a quick look
 
-Rows (--only): dense, simple, 2conv, relu, relu-extended, final for mnist and fashion-mnist;
-cifar-dense, cifar-conv, cifar-pool, cifar-final for cifar10.
+Rows (--only): dense, simple, 2conv, relu, relu-extended, final, final-vote for mnist and fashion-mnist;
+cifar-dense, cifar-conv, cifar-pool, cifar-final for cifar10. final-vote is one run of five nets at once
+(--seeds 1 2 3 4 5 in its command): its figure is their majority vote, with the five nets' own beside it;
+--seeds does not apply to it.
 """
 import argparse
 import contextlib
@@ -45,6 +47,9 @@ MNIST_ROWS = {
                       '0.9943', '99.37 %'),
     'final': (pytorch_mnist_convnet, ['--net', 'final', '--epochs', '40', '--lr', '0.005', '--extend_data'],
               '0.9964', '99.60 % (η 0.03, 40 epochs)'),
+    # chapter 6's headline: five final nets from different random initialisations, voting (one run: --seeds)
+    'final-vote': (pytorch_mnist_convnet, ['--net', 'final', '--epochs', '40', '--lr', '0.005', '--extend_data',
+                                           '--seeds', '1', '2', '3', '4', '5'], '–', '99.67 % (5 nets voting)'),
 }
 CIFAR_ROWS = {
     'cifar-dense': (cifar_convnet, ['--net', 'dense'], '39 %', '–'),
@@ -79,10 +84,20 @@ def read_results(path):
     return runs
 
 
+def seeds_of(name, args):
+    """The runs a row makes: one per --seeds, or, for a row that trains several nets at once, its own seeds."""
+    _, flags, _, _ = rows_for(args.dataset)[name]
+    if '--seeds' in flags:
+        return [[int(seed) for seed in flags[flags.index('--seeds') + 1:]]]
+    return args.seeds
+
+
 def run_once(name, args, seed):
     """One published command through its script's main(); returns the record that goes in the results file."""
     script, flags, _, _ = rows_for(args.dataset)[name]
-    argv = [*flags, '--data-dir', args.data_dir, '--seed', str(seed), '--device', args.device, '--no-progress']
+    argv = [*flags, '--data-dir', args.data_dir, '--device', args.device, '--no-progress']
+    if not isinstance(seed, list):
+        argv += ['--seed', str(seed)]
     if args.dataset not in ('cifar10',):
         argv += ['--dataset', args.dataset]
     if args.epochs:
@@ -96,7 +111,8 @@ def run_once(name, args, seed):
             'seed': seed, 'shortened_to': args.epochs, 'epochs': len(history['accuracy']),
             'accuracy': history['accuracy'],
             'loss': history['loss'], 'seconds': round(seconds, 3), 'device': device,
-            'device_name': device_name(device), 'torch': torch.__version__}
+            'device_name': device_name(device), 'torch': torch.__version__,
+            **({'per_net': history['per_net'], 'vote': history['vote']} if 'vote' in history else {})}
 
 
 def device_name(device):
@@ -127,8 +143,13 @@ def table(runs, dataset):
             done = [r for r in mine if (r['device_name'], r['epochs']) == (device, epochs)]
             finals = [r['accuracy'][-1] for r in done]
             spread = f' ({min(finals):.4f}–{max(finals):.4f})' if len(finals) > 1 else ''
+            measured = f'{statistics.mean(finals):.4f}{spread}'
+            if 'vote' in done[0]:  # one run of several nets: their vote, then the nets themselves
+                nets = [accuracies[-1] for accuracies in done[0]['per_net']]
+                measured = (f'vote {done[0]["vote"][-1]:.4f}; the {len(nets)} nets {statistics.mean(nets):.4f} '
+                            f'({min(nets):.4f}–{max(nets):.4f})')
             seconds = statistics.median(r['seconds'] for r in done)
-            lines.append(f'| `{done[0]["command"]}` | {original} | {nielsen} | {statistics.mean(finals):.4f}{spread} '
+            lines.append(f'| `{done[0]["command"]}` | {original} | {nielsen} | {measured} '
                          f'| {len(done)} | {epochs} | {duration(seconds)} | {device} |')
     return '\n'.join(lines)
 
@@ -145,15 +166,17 @@ def plot(path, runs, dataset):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 6), layout='constrained')
-    for i, (name, (_, _, original, _)) in enumerate(rows_for(dataset).items()):
+    for i, (name, (_, _, original, nielsen)) in enumerate(rows_for(dataset).items()):
         mine = [r for r in runs if r['row'] == name and r['dataset'] == dataset]
         if not mine:
             continue
         colour = f'C{i}'
         for j, run in enumerate(mine):
-            ax.plot(range(1, len(run['accuracy']) + 1), run['accuracy'], color=colour, alpha=0.8,
-                    label=f'{name} (published, MNIST: {original})' if j == 0 else None)
-        published = float(original.rstrip(' %')) / (100 if original.endswith('%') else 1)
+            accuracy = run.get('vote', run['accuracy'])  # several nets at once: their vote
+            ax.plot(range(1, len(accuracy) + 1), accuracy, color=colour, alpha=0.8,
+                    label=f'{name} (published, MNIST: {original if original != "–" else nielsen})' if j == 0 else None)
+        figure = (original if original != '–' else nielsen).split(' (')[0]
+        published = float(figure.rstrip(' %')) / (100 if figure.endswith('%') else 1)
         last = max(len(r['accuracy']) for r in mine)
         ax.plot([last + 1], [published], marker='<', color=colour, markersize=9)  # beside its curve's end
     ax.set_xlabel('epoch')
@@ -192,14 +215,15 @@ def main():
     if not args.report:
         started = time.perf_counter()
         for name in names:
-            for seed in args.seeds:
+            for seed in seeds_of(name, args):
                 key = (name, args.dataset, seed, args.epochs)
                 if any((r['row'], r['dataset'], r['seed'], r['shortened_to']) == key for r in read_results(results)):
                     print(f'{name} seed {seed}: already in {results}', file=sys.stderr)
                     continue
                 record = run_once(name, args, seed)
                 append(results, record)
-                print(f'{name} seed {seed}: {record["accuracy"][-1]:.4f} after {record["epochs"]} epochs, '
+                figure = f'vote {record["vote"][-1]:.4f}' if 'vote' in record else f'{record["accuracy"][-1]:.4f}'
+                print(f'{name} seed {seed}: {figure} after {record["epochs"]} epochs, '
                       f'{duration(record["seconds"])}', file=sys.stderr, flush=True)
         print(f'this run took {duration(time.perf_counter() - started)}', file=sys.stderr)
     runs = [r for r in read_results(results) if r['row'] in names]

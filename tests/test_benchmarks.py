@@ -4,6 +4,8 @@ import json
 import os
 import re
 
+import pytest
+
 from conftest import ROOT, run_script
 
 NUMBER = r'[\d.]+'
@@ -70,6 +72,35 @@ def test_reproduce_runs_two_rows_then_resumes_instead_of_retraining(data_dir, tm
 
     report = run_script('benchmarks/reproduce.py', '--dataset', 'mnist', '--report', '--results', results)
     assert report.returncode == 0 and report.stdout == first.stdout
+
+
+def test_bench_seeds_prints_one_row_per_net(data_dir):
+    result = run_script('benchmarks/bench_seeds.py', '--data-dir', data_dir, '--limit', '60', '--repeats', '1',
+                        '--nets', 'dense', 'final', '--k', '3', '--device', 'cpu')
+    assert result.returncode == 0, result.stderr
+    assert '60 training, 60 test images' in result.stdout and 'K = 3' in result.stdout
+    for net in ('dense', 'final'):
+        # train 1, train K, K/1, gain, test 1, test K, K/1
+        assert re.search(rf'^{net} +{NUMBER}s +{NUMBER}s +{NUMBER} +{NUMBER} +{NUMBER}s +{NUMBER}s +{NUMBER}$',
+                         result.stdout, re.M), result.stdout
+
+
+def test_reproduce_the_five_nets_vote_in_one_run(data_dir, tmp_path):
+    results = tmp_path / 'results.jsonl'
+    args = ['benchmarks/reproduce.py', '--dataset', 'mnist', '--data-dir', data_dir, '--epochs', '1',
+            '--only', 'final-vote', '--seeds', '8', '9', '--device', 'cpu', '--results', results]
+    first = run_script(*args)
+    assert first.returncode == 0, first.stderr
+    [record] = [json.loads(line) for line in results.read_text().splitlines()]  # one run, whatever --seeds says
+    assert record['seed'] == [1, 2, 3, 4, 5] and '--seeds 1 2 3 4 5' in record['command']
+    assert len(record['per_net']) == 5 and len(record['vote']) == 1
+    nets = [accuracies[-1] for accuracies in record['per_net']]
+    assert record['accuracy'][-1] == pytest.approx(sum(nets) / 5)
+    row = (rf'\| 99\.67 % \(5 nets voting\) \| vote {record["vote"][-1]:.4f}; the 5 nets {sum(nets) / 5:.4f} '
+           rf'\({min(nets):.4f}–{max(nets):.4f}\) \| 1 \| 1 \|')
+    assert re.search(row, first.stdout), first.stdout
+    again = run_script(*args)
+    assert again.stderr.count('already in') == 1 and results.read_text().count('\n') == 1
 
 
 def test_reproduce_refuses_a_row_of_another_dataset(tmp_path):
