@@ -43,11 +43,7 @@ def one_net(build, loss_fn, lr, wd, data, device):
 
 
 def k_nets(build, loss_fn, lr, wd, data, device, seeds):
-    nets, generators = [], []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        nets.append(build())
-        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    nets, generators = stacked.seeded_nets(build, seeds)
     model = stacked.StackedNets(nets, seeds, generators if device.type == 'cpu' else None)
     model = model.to(device, memory_format=common.memory_format_for(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)

@@ -173,8 +173,9 @@ def plot(path, runs, dataset):
         colour = f'C{i}'
         for j, run in enumerate(mine):
             accuracy = run.get('vote', run['accuracy'])  # several nets at once: their vote
+            shown = original if original != '–' else nielsen
             ax.plot(range(1, len(accuracy) + 1), accuracy, color=colour, alpha=0.8,
-                    label=f'{name} (published, MNIST: {original if original != "–" else nielsen})' if j == 0 else None)
+                    label=f'{name} (published, MNIST: {shown})' if j == 0 else None)
         figure = (original if original != '–' else nielsen).split(' (')[0]
         published = float(figure.rstrip(' %')) / (100 if figure.endswith('%') else 1)
         last = max(len(r['accuracy']) for r in mine)

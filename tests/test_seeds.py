@@ -135,7 +135,12 @@ def test_plot_shows_every_net(data_dir, tmp_path, monkeypatch):
     import matplotlib.axes
     labels = []
     plot = matplotlib.axes.Axes.plot
-    monkeypatch.setattr(matplotlib.axes.Axes, 'plot', lambda self, *a, **k: labels.append(k.get('label')) or plot(self, *a, **k))
+
+    def plot_and_note(self, *args, **kwargs):
+        labels.append(kwargs.get('label'))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, 'plot', plot_and_note)
     path = tmp_path / 'nets.png'
     pytorch_mnist.main(['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--epochs', '2',
                         '--no-progress', '--seeds', '7', '8', '--plot', str(path)])
