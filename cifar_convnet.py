@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import own_images
 import stacked
 
 # As in pytorch_mnist_convnet.py, 2x2 max-pooling comes before the activation: pooling first is the
@@ -77,13 +78,16 @@ def sgd_step(model, loss_fn, optimizer, images, labels):
 
 
 def train(args, model, data, loss_fn=F.cross_entropy):
-    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history."""
+    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history,
+    and what --resume needs to go on from the end."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = common.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
     batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=not args.no_progress)
     history = {'loss': [], 'accuracy': []}
+    first_epoch = common.resume_into(args.resume_point, model, optimizer, batches, history)  # --resume; else 1
+    boundary = common.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
     try:
-        for epoch in range(1, args.epochs + 1):
+        for epoch in range(first_epoch, args.epochs + 1):
             start = time.perf_counter()
             model.train()  # training mode: dropout on (the test pass turns it off while it runs)
             loss_sum = 0
@@ -96,10 +100,11 @@ def train(args, model, data, loss_fn=F.cross_entropy):
             history['accuracy'].append(accuracy)
             print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
                   f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+            boundary = common.resume_point(args, model, optimizer, batches, history)  # now from here
     except KeyboardInterrupt as stop:  # Ctrl-C, kill, a closed terminal or pipe: keep what was learned
-        common.save_outputs(args, model, data, history, stopped=True)
+        common.save_outputs(args, model, data, history, boundary, stopped=True)
         raise common.Interrupted(stop, batches, history) from None
-    return history
+    return history, boundary
 
 
 def class_report(predicted, labels, classes, first=8):
@@ -121,20 +126,26 @@ def class_report(predicted, labels, classes, first=8):
 def main(argv=None):
     args = parse_args(argv)
     print(f'Device: {args.device}', flush=True)
+    images = own_images.read_for(args)  # --predict: your own images, read first
     if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
-        return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy)
+        return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy, images=images)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read
         common.load_weights_into(model, args.load_model, args)
+    if args.load_model and args.predict:  # classify your own images: no dataset needed
+        own_images.predict(args, model, images)
+        return model, None, None
     data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit)
     if args.load_model:  # a saved model: test it, train nothing
-        history = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}
+        history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
     else:
-        history = train(args, model, data)
+        history, resume = train(args, model, data)
         print()  # an empty line, then the result line
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    common.save_outputs(args, model, data, history)  # --save-model, --plot
+    common.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
+    if args.predict:
+        own_images.predict(args, model, images)
     print()
     print('\n'.join(class_report(common.predict(model, data), data.test.labels, data.classes)), flush=True)
     return model, data, history

@@ -7,6 +7,7 @@ what they all need is here, teaching core first and plumbing after:
     speed on CUDA                     graphed_on_cuda: the training step recorded as a CUDA graph, replayed
     device                            choose_device, memory_format_for
     flags                             make_parser, parse_args
+    going on with a stopped run       resume_point, resume_into (--resume)
     saving and loading                save_outputs (model and picture, with a fallback), load_weights_into
     reading the files                 read_split, through torchvision's dataset classes
     errors and stops                  UserError, Interrupted, STOP (signals), run_as_command
@@ -25,6 +26,7 @@ Recompute the normalization figures of data_normalization_calculations.md:
 """
 import argparse
 import contextlib
+import copy
 import errno
 import functools
 import io
@@ -495,23 +497,18 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     """The flags every training script shares. `recipes[net]` holds that net's default epochs, lr, wd."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     first = next(iter(nets))
-    parser.add_argument('--net', choices=list(nets), default=first, help=f'which network (default: {first})')
+    parser.add_argument('--net', choices=list(nets), help=f'which network (default: {first})')
     parser.add_argument('--epochs', type=positive_int, help='training epochs ' + recipe_default('epochs', recipes))
     parser.add_argument('--lr', type=positive_float, help='SGD learning rate ' + recipe_default('lr', recipes))
     parser.add_argument('--wd', type=non_negative_float, help='SGD weight decay ' + recipe_default('wd', recipes))
     parser.add_argument('--batch-size', type=positive_int,
                         help=f'training batch size (default: {batch_size})')
     if len(datasets) > 1:
-        parser.add_argument('--dataset', choices=datasets, default=datasets[0],
-                            help=f'which data (default: {datasets[0]})')
-    else:
-        parser.set_defaults(dataset=datasets[0])
+        parser.add_argument('--dataset', choices=datasets, help=f'which data (default: {datasets[0]})')
     if extend:
-        parser.add_argument('--extend_data', '--extend-data', action='store_true',
+        parser.add_argument('--extend_data', '--extend-data', action='store_true', default=None,
                             help='add the training images shifted one pixel right, left, up and down '
                                  '(5x the data) (default: off)')
-    else:
-        parser.set_defaults(extend_data=False)
     parser.add_argument('--data-dir', default='./data',
                         help='where the data is, or is downloaded to (default: ./data)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
@@ -527,17 +524,28 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     parser.add_argument('--no-progress', action='store_true', help='never show progress bars (default: off)')
     parser.add_argument('--save-model', metavar='PATH', type=output_path,
                         help='save the model there after training, or when training is stopped (Ctrl-C, kill, '
-                             'a closed terminal); stopped before its first epoch ends, it keeps an existing '
-                             'PATH and saves beside it as NAME.interrupted.EXT (default: not saved)')
+                             'a closed terminal), with what --resume needs to go on; stopped before its first '
+                             'epoch ends, it keeps an existing PATH and saves beside it as NAME.interrupted.EXT '
+                             '(default: not saved)')
     parser.add_argument('--plot', metavar='PATH.png', type=picture_path,
                         help='save a picture: curves per epoch and misclassified test images; the extension '
                              'picks the format (.png, .pdf, .svg, .jpg, ...) (default: none)')
+    parser.add_argument('--predict', nargs='+', metavar='IMAGE',
+                        help='classify your own images (photos or drawings) with the trained or --load-model net: '
+                             'the top three classes of each; with --plot, a picture of them (default: none)')
+    parser.add_argument('--resume', metavar='PATH',
+                        help='go on with a run that --save-model saved (at its end, or when it was stopped): from '
+                             'the start of the epoch it stopped in, printing the lines and reaching the result it '
+                             'would have had it never stopped. Its flags come from the file (--epochs may raise '
+                             'the total), and it saves back to PATH unless --save-model says otherwise '
+                             '(default: a new run)')
     parser.add_argument('--load-model', metavar='PATH',
                         help='test a saved model on the test set and train nothing; the training flags '
                              '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --save-model) '
                              'are then a usage error (default: train)')
     script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
-    parser.set_defaults(recipes=recipes, script=script, default_batch_size=batch_size)
+    parser.set_defaults(recipes=recipes, script=script, first_net=first, first_dataset=datasets[0],
+                        default_batch_size=batch_size)
     return parser
 
 
@@ -559,15 +567,98 @@ def parse_args(parser, argv=None):
         parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
     if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
         args.seed, args.seeds = args.seeds[0], None
+    args.resume_point = adopt_saved_run(parser, args) if args.resume else None
+    args.net = args.net or args.first_net
+    args.dataset = getattr(args, 'dataset', None) or args.first_dataset
+    args.extend_data = bool(getattr(args, 'extend_data', False))
     for key, value in {**args.recipes[args.net], 'batch_size': args.default_batch_size, 'seed': 1}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    del args.recipes, args.default_batch_size
+    del args.recipes, args.default_batch_size, args.first_net, args.first_dataset
     try:
         args.device = choose_device(args.device)
     except ValueError as e:
         parser.error(str(e))
     return args
+
+
+# ----------------------------------------------------------------------------------------------
+# Going on with a stopped run: --resume
+
+RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed')
+
+
+def resume_point(args, model, optimizer, batches, history, weights=True):
+    """What --resume needs to go on exactly from here, an epoch boundary: the epochs done, a copy of the
+    weights (weights=False: they are the saved model's own), the optimizer's state, the random generators
+    of the batch order and of dropout, the history, and the flags that define the run."""
+    return {'epoch': len(history['accuracy']),
+            'weights': {k: v.detach().clone() for k, v in model.state_dict().items()} if weights else None,
+            'optimizer': copy.deepcopy(optimizer.state_dict()),
+            'batch_order': batches.generator.get_state(),
+            'rng': torch.get_rng_state(),
+            'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            'history': {key: list(values) for key, values in history.items()},
+            'run': {flag: getattr(args, flag) for flag in RUN_FLAGS}}
+
+
+def resume_into(point, model, optimizer, batches, history):
+    """Put a resume point back into the model, optimizer, batches, random generators and history; returns
+    the first epoch to train (1 without a point)."""
+    if point is None:
+        return 1
+    model.load_state_dict(point['weights'])
+    optimizer.load_state_dict(point['optimizer'])
+    batches.generator.set_state(point['batch_order'])
+    batches.epoch = point['epoch']
+    torch.set_rng_state(point['rng'])
+    if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(point['cuda_rng'])
+    history.update({key: list(values) for key, values in point['history'].items()})
+    return point['epoch'] + 1
+
+
+def adopt_saved_run(parser, args):
+    """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
+    error; --epochs may raise the total. Returns the resume point, its weights filled in."""
+    for other in ('load_model', 'seeds'):
+        if getattr(args, other):
+            parser.error(f'argument --resume: not allowed with --{other.replace("_", "-")}')
+    checkpoint = read_saved(args.resume, '--resume', args.script)
+    point = checkpoint.get('resume')
+    if point is None:
+        raise UserError(f'--resume {args.resume}: it holds weights only (saved by --seeds, or before --resume '
+                        f'existed), not the state of a run; --load-model tests it')
+    run = point['run']
+    for flag, saved in run.items():
+        given = getattr(args, flag, None)
+        if flag != 'epochs' and given is not None and given != saved:
+            parser.error(f'argument {flag_name(flag)}: the run in {args.resume} has '
+                         f'{flag_as_given(flag, saved)}; drop the flag to go on with it, or start a new run')
+        if flag != 'epochs':
+            setattr(args, flag, saved)
+    args.epochs = args.epochs or run['epochs']
+    if args.epochs <= point['epoch']:
+        parser.error(f'argument --epochs: the run in {args.resume} has done {point["epoch"]} epochs of '
+                     f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
+    args.save_model = args.save_model or args.resume
+    print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
+    if point['weights'] is None:
+        point['weights'] = checkpoint['state_dict']
+    return point
+
+
+def flag_name(flag):
+    """batch_size -> --batch-size; extend_data keeps the name the published commands use."""
+    return '--extend_data' if flag == 'extend_data' else '--' + flag.replace('_', '-')
+
+
+def flag_as_given(flag, value):
+    """--net relu, --extend_data, no --limit: a flag as a command line has it."""
+    name = flag_name(flag)
+    if value is None or value is False:
+        return f'no {name}'
+    return name if value is True else f'{name} {plain_number(value) if isinstance(value, float) else value}'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -594,7 +685,7 @@ def atomic_write(path, write):
             raise
 
 
-def save_outputs(args, model, data, history, stopped=False):
+def save_outputs(args, model, data, history, resume=None, stopped=False):
     """Keep what the user asked for: --save-model (not after --load-model, which trains nothing), then --plot.
 
     A save that fails goes to a fallback file instead, and one line says why and where; after a finished
@@ -605,7 +696,7 @@ def save_outputs(args, model, data, history, stopped=False):
     if args.save_model and not args.load_model:
         keep = stopped and not history['accuracy'] and os.path.exists(args.save_model)
         path = beside(args.save_model, 'interrupted') if keep else args.save_model
-        checkpoint = model_checkpoint(args, model, data)
+        checkpoint = model_checkpoint(args, model, data, resume)
         failures += save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
         if keep:
             print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
@@ -617,9 +708,10 @@ def save_outputs(args, model, data, history, stopped=False):
         raise UserError('\n'.join(failures))
 
 
-def model_checkpoint(args, model, data):
-    """The weights with what is needed to use them again: script, net, dataset, normalization. Several nets
-    trained at once (stacked.StackedNets) are saved as one state_dict per net, with their seeds."""
+def model_checkpoint(args, model, data, resume=None):
+    """The weights with what is needed to use them again: script, net, dataset, normalization; and `resume`,
+    what --resume needs to go on with the run. Several nets trained at once (stacked.StackedNets) are saved
+    as one state_dict per net, with their seeds."""
     info = DATASETS[data.name]
     checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
                   'mean': list(info.mean), 'std': list(info.std)}
@@ -627,7 +719,23 @@ def model_checkpoint(args, model, data):
         checkpoint.update(seeds=list(model.seeds), state_dicts=model.state_dicts())
     else:
         checkpoint['state_dict'] = {k: v.cpu() for k, v in model.state_dict().items()}
+    if resume is not None:
+        checkpoint['resume'] = on_the_cpu(resume)
+        weights = checkpoint['resume']['weights']
+        if weights is not None and all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items()):
+            checkpoint['resume']['weights'] = None  # the same as the model's: not saved twice
     return checkpoint
+
+
+def on_the_cpu(value):
+    """A copy of nested dicts and lists of tensors with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: on_the_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_the_cpu(v) for v in value)
+    return value
 
 
 def save_with_fallback(path, what, write):
@@ -664,19 +772,29 @@ def beside(path, word):
     return f'{stem}.{word}{extension}'
 
 
-def read_checkpoint(path, args):
-    """The file that save_outputs saved at `path`, checked against the flags: one clear UserError for a
-    file that is missing, is not a model, or holds another script's net or another dataset's."""
+def read_saved(path, flag, script):
+    """The file save_outputs saved at `path`, for `flag` (--load-model, --resume): one clear UserError for a
+    file that is missing, is not a model, or was saved by another script."""
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
-        raise UserError(f'--load-model {path}: no such file') from None
+        raise UserError(f'{flag} {path}: no such file') from None
     except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
-        raise UserError(f'--load-model {path}: not a model saved by these scripts ({torch_load_reason(e)})') from None
+        raise UserError(f'{flag} {path}: not a model saved by these scripts ({torch_load_reason(e)})') from None
     if (not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset'} <= checkpoint.keys()
             or not ('state_dict' in checkpoint or {'seeds', 'state_dicts'} <= checkpoint.keys())):
-        raise UserError(f'--load-model {path}: not a model saved by these scripts')
-    if (checkpoint['script'], checkpoint['net']) != (args.script, args.net):
+        raise UserError(f'{flag} {path}: not a model saved by these scripts')
+    if checkpoint['script'] != script:
+        how = f'--net {checkpoint["net"]}' if flag == '--load-model' else f'{flag} {path}'
+        raise UserError(f'{flag} {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
+                        f'run {checkpoint["script"]} {how}')
+    return checkpoint
+
+
+def read_checkpoint(path, args):
+    """The --load-model file, checked against the flags: the same script, net and dataset."""
+    checkpoint = read_saved(path, '--load-model', args.script)
+    if checkpoint['net'] != args.net:
         raise UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
                         f'run {checkpoint["script"]} --net {checkpoint["net"]}')
     if checkpoint['dataset'] != args.dataset:
@@ -716,8 +834,13 @@ def save_plot(path, history, model, data):
     images = data.test.images[wrong].cpu().permute(0, 2, 3, 1).numpy()  # N x H x W x C, as matplotlib wants
     predicted, labels = predicted[wrong].tolist(), data.test.labels[wrong].tolist()
 
-    fig = plt.figure(figsize=(13, 6), layout='constrained')
-    left, right = fig.subfigures(1, 2, width_ratios=(1, 1))
+    filters = first_filters(model)
+    fig = plt.figure(figsize=(13 if filters is None else 17, 6), layout='constrained')
+    left, right, *rest = fig.subfigures(1, 2 if filters is None else 3,
+                                        width_ratios=(1, 1) if filters is None else (1, 1, 0.55))
+    if filters is not None:
+        draw_filters(rest[0], filters, f'first layer\'s {len(filters)} filters'
+                                       + (f' (seed {model.seeds[0]})' if several else ''))
     ax = left.subplots()
     epochs = range(1, len(history['accuracy']) + 1)
     if several:
@@ -750,6 +873,34 @@ def save_plot(path, history, model, data):
     failures = save_with_fallback(path, 'plot', lambda f: fig.savefig(f, format=picture_format, dpi=80))
     plt.close(fig)
     return failures
+
+
+def first_filters(model):
+    """The first convolution's learned filters, O x C x kh x kw on the CPU (the first net's, when the model
+    holds several), or None for a net without convolutions."""
+    for module in model.modules():
+        weight = getattr(module, 'weight', None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+            return weight.detach().chunk(len(getattr(model, 'seeds', [1])))[0].float().cpu()
+    return None
+
+
+def draw_filters(subfigure, filters, title):
+    """The filters as a grid of small pictures. Grey filters share one scale, white the largest weight, so
+    that they can be compared; colour filters are each stretched to the full range."""
+    count, channels = filters.shape[:2]
+    columns = math.ceil(math.sqrt(count))
+    scale = filters.abs().max().item() or 1
+    for i, cell in enumerate(subfigure.subplots(math.ceil(count / columns), columns, squeeze=False).flatten()):
+        cell.axis('off')
+        if i >= count:
+            continue
+        if channels == 3:
+            f = filters[i].permute(1, 2, 0)
+            cell.imshow(((f - f.min()) / ((f.max() - f.min()) or 1)).numpy())
+        else:
+            cell.imshow(filters[i, 0].numpy(), cmap='gray', vmin=-scale, vmax=scale)
+    subfigure.suptitle(title)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ The recipes as first published spelled the values out, and still work verbatim:
 Also `--net lenet`, the LeNet of the PyTorch tutorial's earlier version (3x3 convolutions), for which the
 28x28 images are padded to 32x32.
 Try any of them quickly with `--epochs 1 --limit 1000`; `--help` lists every flag.
+Then: `--seeds 1 2 3 4 5` trains five nets at once and lets them vote; `--save-model m.pt` keeps a run,
+`--resume m.pt` goes on with it after a stop, and `--load-model m.pt --predict my_digit.png` classifies
+your own images.
 """
 import time
 
@@ -22,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import own_images
 import stacked
 
 # In Nielsen's nets each conv layer is followed by 2x2 max-pooling, then the activation: pooling first is
@@ -98,13 +102,16 @@ def sgd_step(model, loss_fn, optimizer, images, labels):
 
 
 def train(args, model, data, loss_fn=F.cross_entropy):
-    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history."""
+    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history,
+    and what --resume needs to go on from the end."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = common.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
     batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=not args.no_progress)
     history = {'loss': [], 'accuracy': []}
+    first_epoch = common.resume_into(args.resume_point, model, optimizer, batches, history)  # --resume; else 1
+    boundary = common.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
     try:
-        for epoch in range(1, args.epochs + 1):
+        for epoch in range(first_epoch, args.epochs + 1):
             start = time.perf_counter()
             model.train()  # training mode: dropout on (the test pass turns it off while it runs)
             loss_sum = 0
@@ -117,30 +124,38 @@ def train(args, model, data, loss_fn=F.cross_entropy):
             history['accuracy'].append(accuracy)
             print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
                   f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+            boundary = common.resume_point(args, model, optimizer, batches, history)  # now from here
     except KeyboardInterrupt as stop:  # Ctrl-C, kill, a closed terminal or pipe: keep what was learned
-        common.save_outputs(args, model, data, history, stopped=True)
+        common.save_outputs(args, model, data, history, boundary, stopped=True)
         raise common.Interrupted(stop, batches, history) from None
-    return history
+    return history, boundary
 
 
 def main(argv=None):
     args = common.parse_args(common.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
+    images = own_images.read_for(args, pad=PADDING.get(args.net, 0))  # --predict: your own images, read first
     if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
-        return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy, pad=PADDING.get(args.net, 0))
+        return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy, pad=PADDING.get(args.net, 0),
+                            images=images)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read
         common.load_weights_into(model, args.load_model, args)
+    if args.load_model and args.predict:  # classify your own images: no dataset needed
+        own_images.predict(args, model, images)
+        return model, None, None
     data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit,
                             extend=args.extend_data, pad=PADDING.get(args.net, 0))
     if args.load_model:  # a saved model: test it, train nothing
-        history = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}
+        history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
     else:
-        history = train(args, model, data)
+        history, resume = train(args, model, data)
         print()  # an empty line, then the result line
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    common.save_outputs(args, model, data, history)  # --save-model, --plot
+    common.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
+    if args.predict:
+        own_images.predict(args, model, images)
     return model, data, history
 
 

@@ -28,29 +28,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+import own_images
 
 SAME_FOR_EVERY_NET = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Identity,
                       nn.MaxPool2d, nn.AvgPool2d)  # no weights: one call acts on every net's numbers alike
 
 
-def main(args, make_net, sgd_step, loss_fn, pad=0):
+def main(args, make_net, sgd_step, loss_fn, pad=0, images=None):
     """A script's main() for several nets: build each as its seed would, train them at once (or load them),
-    print each net's test accuracy and their vote, save. Returns (the nets, data, history)."""
+    print each net's test accuracy and their vote, save; classify the --predict images (own_images.read_for)
+    by the nets' mean probabilities. Returns (the nets, data, history)."""
     if args.load_model:  # a file saved with --seeds: test each net and the vote, train nothing
         checkpoint = common.read_checkpoint(args.load_model, args)
         seeds = checkpoint['seeds']
     else:
         seeds = args.seeds
-    nets, generators = [], []
-    for seed in seeds:
-        torch.manual_seed(seed)  # as --seed S: its initial weights, then the dropout masks it will draw
-        nets.append(make_net())
-        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    nets, generators = seeded_nets(make_net, seeds)
     if args.load_model:
         for net, state_dict in zip(nets, checkpoint['state_dicts']):
             common.load_weights_into(net, args.load_model, args, state_dict)
     model = StackedNets(nets, seeds, generators if args.device.type == 'cpu' else None)
     model = model.to(args.device, memory_format=common.memory_format_for(args.device))
+    if args.load_model and args.predict:  # classify your own images: no dataset needed
+        own_images.predict(args, model, images)
+        return nets, None, None
     data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit,
                             extend=args.extend_data, pad=pad)
     if args.load_model:
@@ -65,13 +66,25 @@ def main(args, make_net, sgd_step, loss_fn, pad=0):
     print(f'Ensemble of {len(seeds)} nets (majority vote): {history["vote"][-1]:.4f}')
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)  # the mean of the nets
     common.save_outputs(args, model, data, history)  # --save-model (every net), --plot
+    if args.predict:
+        own_images.predict(args, model, images)
     return [net.to(args.device) for net in model.unstacked(nets)], data, history
+
+
+def seeded_nets(make_net, seeds):
+    """Each net as `--seed S` builds it, and a generator in the state that run's dropout starts from."""
+    nets, generators = [], []
+    for seed in seeds:
+        torch.manual_seed(seed)  # as --seed S: its initial weights, then the dropout masks it will draw
+        nets.append(make_net())
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    return nets, generators
 
 
 def train_seeds(args, model, data, loss_fn, sgd_step):
     """The script's train(), for the stacked nets: the same epochs, SGD step and printed line, where each
     batch holds batch i of every net's own order. Returns the history: the mean over the nets, each net's
-    accuracy (per_net) and the vote's."""
+    accuracy (per_net) and the vote's. An edit to train() (another optimizer, a scheduler) belongs here too."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = common.graphed_on_cuda(sgd_step, model, summed_over_nets(loss_fn), optimizer)
     batches = StackedBatches(data, args.batch_size, args.seeds, args.epochs, progress=not args.no_progress)
@@ -134,7 +147,7 @@ class StackedBatches(common.Batches):
     """common.Batches for K nets at once: batch i holds batch i of each seed's own order, K x B x C x H x W."""
 
     def __init__(self, data, batch_size, seeds, epochs, progress=True):
-        super().__init__(data, batch_size, seeds[0], epochs, progress)
+        super().__init__(data, batch_size, seeds[0], epochs, progress)  # its own generator goes unused
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]  # as Batches(seed=S) draws
 
     def shuffled_order(self):

@@ -1,0 +1,165 @@
+"""--predict: your own images, prepared as the datasets' images were, classified, drawn; and the first
+layer's filters in --plot."""
+import re
+
+import matplotlib.figure
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import common
+import own_images
+import pytorch_mnist
+import pytorch_mnist_convnet
+import stacked
+from conftest import run_script
+
+PREDICTION = re.compile(r'^(.+): (.+) \((\d+\.\d) %\), (.+) \((\d+\.\d) %\), (.+) \((\d+\.\d) %\)$')
+
+
+def drawing(background='white', ink='black', size=(120, 200), mode='L'):
+    """A tall, off-centre stroke like a hand-drawn 1 with a foot, on a page of another shape than 28 x 28."""
+    image = Image.new(mode, size, background)
+    pen = ImageDraw.Draw(image)
+    pen.line([(40, 30), (50, 160)], fill=ink, width=9)
+    pen.line([(30, 160), (75, 160)], fill=ink, width=9)
+    return image
+
+
+def centre_of_mass(pixels):
+    rows, cols = np.indices(pixels.shape)
+    return (rows * pixels).sum() / pixels.sum(), (cols * pixels).sum() / pixels.sum()
+
+
+def test_a_dark_stroke_on_light_paper_becomes_an_mnist_digit():
+    digit = own_images.prepare(drawing(), 'mnist')[0].numpy().astype(float)
+    assert digit.shape == (28, 28)
+    rows, cols = np.nonzero(digit.any(1))[0], np.nonzero(digit.any(0))[0]
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    assert height == 20 and width < 20  # the ink's box fits 20 x 20, its aspect kept
+    assert digit[0].max() == digit[:, 0].max() == 0 and digit.max() >= 250  # light ink on black
+    assert centre_of_mass(digit) == pytest.approx((13.5, 13.5), abs=0.5)  # the ink's centre of mass, centred
+
+
+def test_light_ink_on_black_is_not_inverted_and_transparency_reads_as_white_paper():
+    light = own_images.prepare(drawing(), 'mnist')
+    dark = own_images.prepare(drawing(background='black', ink='white'), 'mnist')
+    assert torch.equal(light, dark)  # the same digit, whichever way round it was drawn
+    transparent = drawing(background=(0, 0, 0, 0), ink=(0, 0, 0, 255), mode='RGBA')  # black ink, clear page
+    assert torch.equal(own_images.prepare(transparent, 'mnist'), light)
+
+
+def test_fashion_mnist_and_cifar10_images_are_prepared_as_theirs_were():
+    item = own_images.prepare(drawing(), 'fashion-mnist')[0].numpy()
+    rows = np.nonzero(item.any(1))[0]
+    assert rows[-1] - rows[0] + 1 == 28  # the whole frame, as Fashion-MNIST's photos
+    colour = own_images.prepare(drawing(mode='RGB', ink=(200, 30, 30)), 'cifar10')
+    assert colour.shape == (3, 32, 32) and colour.dtype == torch.uint8
+    assert colour[0].float().mean() > colour[1].float().mean()  # still red
+    assert own_images.prepare(drawing(), 'mnist', pad=2).shape == (1, 32, 32)  # LeNet's border
+
+
+@pytest.fixture
+def trained(data_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp('model') / 'simple.pt'
+    pytorch_mnist_convnet.main(['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--epochs', '1',
+                                '--no-progress', '--save-model', str(path)])
+    return path
+
+
+def test_predict_prints_the_top_three_and_names_what_it_cannot_read(data_dir, trained, tmp_path):
+    one, seven = tmp_path / 'one.png', tmp_path / 'one-dark.jpg'
+    drawing().save(one)
+    drawing(background='black', ink='white').save(seven)
+    text = tmp_path / 'notes.txt'
+    text.write_text('not a picture')
+    result = run_script('pytorch_mnist_convnet.py', '--load-model', trained, '--data-dir', tmp_path / 'no-data',
+                        '--device', 'cpu', '--predict', one, text, seven, tmp_path / 'missing.png')
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()[1:]
+    assert [PREDICTION.match(line).group(1) for line in lines] == [str(one), str(seven)]  # no dataset needed
+    assert result.stderr.splitlines()[-2:] == [f'--predict {text}: not an image Pillow can read',
+                                               f'--predict {tmp_path / "missing.png"}: no such file']
+    # the figures are the net's softmax on the prepared image, most likely first
+    model = pytorch_mnist_convnet.simple()
+    model.load_state_dict(torch.load(trained, weights_only=True)['state_dict'])
+    info = common.DATASETS['mnist']
+    x = (own_images.prepare(Image.open(one), 'mnist').float() / 255 - info.mean[0]) / info.std[0]
+    p = model.eval()(x.unsqueeze(0)).softmax(1)[0]
+    top = p.topk(3)
+    expected = ', '.join(f'{i} ({100 * v:.1f} %)' for v, i in zip(top.values.tolist(), top.indices.tolist()))
+    assert lines[0] == f'{one}: {expected}'
+
+
+def test_predict_after_training_and_its_picture(data_dir, tmp_path, capsys):
+    image = tmp_path / 'one.png'
+    drawing().save(image)
+    plot = tmp_path / 'run.png'
+    pytorch_mnist.main(['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--epochs', '1',
+                        '--no-progress', '--predict', str(image), '--plot', str(plot)])
+    out, err = capsys.readouterr()
+    assert PREDICTION.match(out.splitlines()[-1]).group(1) == str(image)
+    assert plot.read_bytes()[:4] == b'\x89PNG'
+    predictions = tmp_path / 'run.predictions.png'
+    assert predictions.read_bytes()[:4] == b'\x89PNG' and f'Prediction picture saved to {predictions}' in err
+
+
+def test_an_unreadable_image_stops_a_training_run_before_it_starts(data_dir, tmp_path):
+    result = run_script('pytorch_mnist.py', '--data-dir', data_dir, '--device', 'cpu', '--limit', '100',
+                        '--predict', tmp_path / 'missing.png')
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-2:] == [f'--predict {tmp_path / "missing.png"}: no such file',
+                                               'nothing was trained: fix or drop that image first']
+    assert 'Test data results' not in result.stdout
+
+
+def test_the_nielsen_net_gives_its_outputs_as_shares(data_dir):
+    """Ten separate sigmoids: the figures are the outputs scaled to sum to 1, not a softmax of them."""
+    torch.manual_seed(0)
+    model = pytorch_mnist.nielsen()
+    image = own_images.prepare(drawing(), 'mnist').unsqueeze(0)
+    p = own_images.probabilities(model, image, 'mnist', torch.device('cpu'))
+    info = common.DATASETS['mnist']
+    outputs = model((image.float() / 255 - info.mean[0]) / info.std[0])
+    torch.testing.assert_close(p, outputs / outputs.sum())
+
+
+def test_several_nets_give_their_mean(data_dir):
+    nets, _ = stacked.seeded_nets(pytorch_mnist_convnet.simple, [1, 2])
+    model = stacked.StackedNets(nets, [1, 2]).to(memory_format=torch.channels_last)
+    image = own_images.prepare(drawing(), 'mnist').unsqueeze(0)
+    alone = [own_images.probabilities(net, image, 'mnist', torch.device('cpu')) for net in nets]
+    mean = own_images.probabilities(model, image, 'mnist', torch.device('cpu'))
+    torch.testing.assert_close(mean, (alone[0] + alone[1]) / 2)
+
+
+def drawn_figures(monkeypatch):
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', keep)
+    return figures
+
+
+@pytest.mark.parametrize('script,net,filters', [(pytorch_mnist_convnet, 'simple', 20),
+                                                (pytorch_mnist_convnet, 'lenet', 6),
+                                                (pytorch_mnist, 'nielsen', 0)])
+def test_plot_shows_the_first_layer_filters(data_dir, tmp_path, monkeypatch, script, net, filters, capsys):
+    figures = drawn_figures(monkeypatch)
+    model, _, _ = script.main(['--net', net, '--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100',
+                               '--epochs', '1', '--no-progress', '--plot', str(tmp_path / 'p.png')])
+    [figure] = figures
+    if not filters:
+        assert len(figure.subfigs) == 2  # a dense net: curves and mistakes only
+        return
+    panel = figure.subfigs[2]
+    pictures = [image for ax in panel.axes for image in ax.get_images()]
+    assert len(pictures) == filters
+    first = model[0].weight.detach()[0, 0].numpy()
+    assert np.array_equal(pictures[0].get_array(), first)  # the learned weights themselves
+    assert panel._suptitle.get_text() == f"first layer's {filters} filters"

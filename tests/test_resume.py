@@ -1,0 +1,121 @@
+"""--resume: a run saved by --save-model (at its end, or when stopped) goes on exactly as if it had never
+stopped; flags that contradict it are usage errors; older model files still load."""
+import functools
+import re
+
+import pytest
+import torch
+
+import common
+import pytorch_mnist
+import pytorch_mnist_convnet
+from test_stops import stop_at_step
+
+TIME = re.compile(r', \d+\.\d s$')
+
+
+def run(data_dir, *extra):
+    return ['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--no-progress', *extra]
+
+
+def epoch_lines(out):
+    """The printed epoch lines, without their times (the one thing that differs between runs)."""
+    return [TIME.sub('', line) for line in out.splitlines() if ', Epoch ' in line]
+
+
+def assert_same_run(a, b):
+    (model_a, _, history_a), (model_b, _, history_b) = a, b
+    assert history_a == history_b
+    for (name, x), y in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_a_run_stopped_mid_epoch_goes_on_exactly(data_dir, tmp_path, monkeypatch, capsys):
+    """final has dropout: the resumed run draws the masks the uninterrupted one drew. Fails when the weights,
+    the optimizer, the batch order's or dropout's generator, or the history is not put back as it was."""
+    whole = pytorch_mnist_convnet.main(run(data_dir, '--net', 'final', '--epochs', '4', '--seed', '3'))
+    lines = epoch_lines(capsys.readouterr().out)
+    path = tmp_path / 'final.pt'
+    with monkeypatch.context() as patch:
+        stop_at_step(pytorch_mnist_convnet, patch, 25)  # batch 5 of epoch 3 (10 batches an epoch)
+        with pytest.raises(common.Interrupted, match='in epoch 3/4 at batch 4/10'):
+            pytorch_mnist_convnet.main(run(data_dir, '--net', 'final', '--epochs', '4', '--seed', '3',
+                                           '--save-model', str(path)))
+    capsys.readouterr()
+    resumed = pytorch_mnist_convnet.main(run(data_dir, '--resume', str(path)))
+    out, err = capsys.readouterr()
+    assert_same_run(whole, resumed)
+    assert epoch_lines(out) == lines[2:]  # epochs 3 and 4, as the uninterrupted run printed them
+    assert f'Going on with the run in {path}: epoch 3 of 4' in err
+    saved = torch.load(path, weights_only=True)  # saved back to the same file, at its end
+    assert saved['resume']['epoch'] == 4 and saved['resume']['weights'] is None  # not the weights twice
+
+
+def test_the_optimizer_state_goes_on_too(data_dir, tmp_path, monkeypatch, capsys):
+    """A learner's SGD with momentum: the momentum buffers are part of the run. Fails when --resume starts
+    them again from zero."""
+    monkeypatch.setattr(torch.optim, 'SGD', functools.partial(torch.optim.SGD, momentum=0.9))
+    whole = pytorch_mnist.main(run(data_dir, '--epochs', '3'))
+    path = tmp_path / 'momentum.pt'
+    with monkeypatch.context() as patch:
+        stop_at_step(pytorch_mnist, patch, 15)
+        with pytest.raises(common.Interrupted):
+            pytorch_mnist.main(run(data_dir, '--epochs', '3', '--save-model', str(path)))
+    assert_same_run(whole, pytorch_mnist.main(run(data_dir, '--resume', str(path))))
+    capsys.readouterr()
+
+
+def test_a_finished_run_goes_on_with_more_epochs(data_dir, tmp_path, capsys):
+    whole = pytorch_mnist.main(run(data_dir, '--epochs', '5'))
+    path = tmp_path / 'dense.pt'
+    pytorch_mnist.main(run(data_dir, '--epochs', '2', '--save-model', str(path)))
+    again = pytorch_mnist.main(run(data_dir, '--resume', str(path), '--epochs', '5', '--save-model',
+                                   str(tmp_path / 'longer.pt')))
+    assert_same_run(whole, again)
+    assert torch.load(path, weights_only=True)['resume']['epoch'] == 2  # --save-model named another file
+    capsys.readouterr()
+
+
+@pytest.fixture
+def saved_run(data_dir, tmp_path, capsys):
+    path = tmp_path / 'simple.pt'
+    pytorch_mnist_convnet.main(run(data_dir, '--epochs', '1', '--save-model', str(path)))
+    capsys.readouterr()
+    return path
+
+
+@pytest.mark.parametrize('extra,message', [
+    (('--net', 'relu'), 'argument --net: the run in {} has --net simple'),
+    (('--batch-size', '5'), 'argument --batch-size: the run in {} has --batch-size 10'),
+    (('--dataset', 'fashion-mnist'), 'argument --dataset: the run in {} has --dataset mnist'),
+    (('--lr', '0.2'), 'argument --lr: the run in {} has --lr 0.1'),
+    (('--extend_data',), 'argument --extend_data: the run in {} has no --extend_data'),
+    (('--epochs', '1'), 'argument --epochs: the run in {} has done 1 epochs of 1; give --epochs N with N above 1'),
+    (('--load-model', 'x.pt'), 'argument --resume: not allowed with --load-model'),
+])
+def test_flags_that_contradict_the_saved_run_are_usage_errors(data_dir, saved_run, extra, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        pytorch_mnist_convnet.main(run(data_dir, '--resume', str(saved_run), *extra))
+    assert stop.value.code == 2
+    assert f'error: {message.format(saved_run)}' in capsys.readouterr().err
+
+
+def test_flags_that_agree_with_the_saved_run_are_fine(data_dir, saved_run, capsys):
+    _, _, history = pytorch_mnist_convnet.main(run(data_dir, '--resume', str(saved_run), '--net', 'simple',
+                                                   '--lr', '0.1', '--epochs', '2'))
+    assert len(history['accuracy']) == 2
+
+
+def test_a_file_without_a_run_says_so_and_old_files_still_load(data_dir, saved_run, tmp_path, capsys):
+    old = torch.load(saved_run, weights_only=True)
+    del old['resume']  # as --save-model wrote it before --resume existed
+    torch.save(old, tmp_path / 'old.pt')
+    with pytest.raises(common.UserError, match=r'--resume .*old\.pt: it holds weights only'):
+        pytorch_mnist_convnet.main(run(data_dir, '--resume', str(tmp_path / 'old.pt')))
+    for path in (tmp_path / 'old.pt', saved_run):
+        _, _, history = pytorch_mnist_convnet.main(run(data_dir, '--load-model', str(path)))
+        assert len(history['accuracy']) == 1
+    with pytest.raises(common.UserError, match="it holds the 'simple' net of pytorch_mnist_convnet.py; run "
+                                               r'pytorch_mnist_convnet.py --resume'):
+        pytorch_mnist.main(run(data_dir, '--resume', str(saved_run)))
+    capsys.readouterr()
