@@ -867,7 +867,10 @@ def save_plot(path, history, model, data):
     for i, cell in enumerate(right.subplots(5, 5).flatten()):
         cell.axis('off')
         if i < len(wrong):
-            cell.imshow(images[i].squeeze(-1), cmap='gray' if images.shape[-1] == 1 else None)
+            if images.shape[-1] == 1:
+                cell.imshow(images[i].squeeze(-1), cmap='gray')
+            else:
+                cell.imshow(images[i])
             cell.set_title(f'{data.classes[predicted[i]]} / {data.classes[labels[i]]}', fontsize=8)
     picture_format = os.path.splitext(path)[1].lower().lstrip('.')
     failures = save_with_fallback(path, 'plot', lambda f: fig.savefig(f, format=picture_format, dpi=80))

@@ -9,6 +9,7 @@ import torch
 import common
 import pytorch_mnist
 import pytorch_mnist_convnet
+from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
 from test_stops import stop_at_step
 
 TIME = re.compile(r', \d+\.\d s$')
@@ -119,3 +120,27 @@ def test_a_file_without_a_run_says_so_and_old_files_still_load(data_dir, saved_r
                                                r'pytorch_mnist_convnet.py --resume'):
         pytorch_mnist.main(run(data_dir, '--resume', str(saved_run)))
     capsys.readouterr()
+
+
+def test_cifar_runs_go_on_too_and_classify_colour_images(cifar_dir, skip_md5, tmp_path, monkeypatch, capsys):
+    """cifar_convnet.py has no --dataset or --extend_data flag; its run is resumed all the same. Then its
+    saved model classifies a colour image, and --plot shows colour filters."""
+    import matplotlib.figure
+    from PIL import Image
+
+    import cifar_convnet
+    argv = ['--data-dir', str(cifar_dir), '--device', 'cpu', '--limit', '40', '--no-progress']
+    whole = cifar_convnet.main(argv + ['--epochs', '2'])
+    path = tmp_path / 'cifar.pt'
+    cifar_convnet.main(argv + ['--epochs', '1', '--save-model', str(path)])
+    assert_same_run(whole, cifar_convnet.main(argv + ['--resume', str(path), '--epochs', '2']))
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', lambda self, f, **k: figures.append(self))
+    picture = tmp_path / 'red.png'
+    Image.new('RGB', (50, 40), (220, 20, 20)).save(picture)
+    capsys.readouterr()
+    cifar_convnet.main(['--device', 'cpu', '--load-model', str(path), '--predict', str(picture)])
+    assert capsys.readouterr().out.splitlines()[1].startswith(f'{picture}: ')
+    cifar_convnet.main(argv + ['--load-model', str(path), '--plot', str(tmp_path / 'p.png')])
+    filters = [image for ax in figures[-1].subfigs[2].axes for image in ax.get_images()]
+    assert len(filters) == 10 and filters[0].get_array().shape == (5, 5, 3)  # final's 10 colour filters
