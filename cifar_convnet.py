@@ -79,7 +79,8 @@ def sgd_step(model, loss_fn, optimizer, images, labels):
 
 def train(args, model, data, loss_fn=F.cross_entropy):
     """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history,
-    and what --resume needs to go on from the end."""
+    and what --resume needs to go on from the end. (--seeds runs stacked.train_seeds, this loop's copy for
+    several nets at once: an edit here belongs there too.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = common.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
     batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=not args.no_progress)

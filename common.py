@@ -536,9 +536,9 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     parser.add_argument('--resume', metavar='PATH',
                         help='go on with a run that --save-model saved (at its end, or when it was stopped): from '
                              'the start of the epoch it stopped in, printing the lines and reaching the result it '
-                             'would have had it never stopped. Its flags come from the file (--epochs may raise '
-                             'the total), and it saves back to PATH unless --save-model says otherwise '
-                             '(default: a new run)')
+                             'would have had it never stopped (to the last digit on the CPU). Its flags come from '
+                             'the file (--epochs may raise the total), and it saves back to PATH unless '
+                             '--save-model says otherwise (default: a new run)')
     parser.add_argument('--load-model', metavar='PATH',
                         help='test a saved model on the test set and train nothing; the training flags '
                              '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --save-model) '
@@ -559,15 +559,15 @@ def parse_args(parser, argv=None):
             parser.error(f'argument --load-model: it tests a saved model and trains nothing, so '
                          f'{", ".join("--" + flag.replace("_", "-") for flag in given)} would be ignored; drop '
                          f'{"it" if len(given) == 1 else "them"}')
-    if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
-        parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
-                     f'the model')
     if args.seeds and len(set(args.seeds)) < len(args.seeds):
         twice = next(seed for seed in args.seeds if args.seeds.count(seed) > 1)
         parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
     if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
         args.seed, args.seeds = args.seeds[0], None
     args.resume_point = adopt_saved_run(parser, args) if args.resume else None
+    if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
+        parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
+                     f'the model')
     args.net = args.net or args.first_net
     args.dataset = getattr(args, 'dataset', None) or args.first_dataset
     args.extend_data = bool(getattr(args, 'extend_data', False))
@@ -599,7 +599,8 @@ def resume_point(args, model, optimizer, batches, history, weights=True):
             'rng': torch.get_rng_state(),
             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             'history': {key: list(values) for key, values in history.items()},
-            'run': {flag: getattr(args, flag) for flag in RUN_FLAGS}}
+            'run': {flag: getattr(args, flag) for flag in RUN_FLAGS},
+            'device': next(model.parameters()).device.type}
 
 
 def resume_into(point, model, optimizer, batches, history):
@@ -607,8 +608,16 @@ def resume_into(point, model, optimizer, batches, history):
     the first epoch to train (1 without a point)."""
     if point is None:
         return 1
-    model.load_state_dict(point['weights'])
-    optimizer.load_state_dict(point['optimizer'])
+    try:
+        model.load_state_dict(point['weights'])
+        optimizer.load_state_dict(point['optimizer'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f'--resume: the saved run does not fit this net or optimizer, edited since? '
+                        f'({last_line(e)}); start a new run') from None
+    device = next(model.parameters()).device.type
+    if point.get('device', device) != device:
+        print(f'--resume: the run was on {point["device"]} and goes on on {device}: the same run, but not '
+              f'the same numbers to the last digit', file=sys.stderr)
     batches.generator.set_state(point['batch_order'])
     batches.epoch = point['epoch']
     torch.set_rng_state(point['rng'])

@@ -13,6 +13,7 @@ A net only knows images like the ones it was trained on, so each image is first 
 Pillow reads and resizes the images; `--plot` shows each one as the net saw it, beside its probabilities.
 """
 import os
+import sys
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ def read_images(paths, dataset, pad=0):
             prepared[path] = 'permission denied'
         except UnidentifiedImageError:
             prepared[path] = 'not an image Pillow can read'
+        except Image.DecompressionBombError:
+            prepared[path] = 'too large: Pillow refuses images this big (or a damaged header says so)'
         except (OSError, ValueError) as e:  # a damaged image: Pillow says what it found
             prepared[path] = f'damaged image ({common.first_line(e)})'
     return prepared
@@ -63,7 +66,7 @@ def unreadable(prepared):
 
 def prepare(image, dataset, pad=0):
     """A PIL image -> uint8 C x H x W tensor, shaped like the dataset's own images."""
-    image = ImageOps.exif_transpose(image)
+    image = eight_bit(ImageOps.exif_transpose(image))
     if dataset == 'cifar10':
         rgb = on_white(image).convert('RGB').resize((32, 32), Image.Resampling.LANCZOS)
         return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
@@ -72,6 +75,15 @@ def prepare(image, dataset, pad=0):
     digit = centred(ink_box(grey), box, by_mass=dataset == 'mnist')
     tensor = torch.from_numpy(np.round(digit * 255).astype(np.uint8)).unsqueeze(0)
     return torch.nn.functional.pad(tensor, (pad,) * 4) if pad else tensor
+
+
+def eight_bit(image):
+    """16-bit and floating-point greyscale images scaled to 0..255 (converting would clip them at 255)."""
+    if image.mode not in ('I', 'I;16', 'I;16L', 'I;16B', 'F'):
+        return image
+    pixels = np.asarray(image, dtype=np.float32)
+    top = 65535 if image.mode.startswith('I;16') else max(float(pixels.max()), 1e-12)
+    return Image.fromarray(np.round(pixels.clip(0, None) / top * 255).astype(np.uint8))
 
 
 def on_white(image):
@@ -91,7 +103,7 @@ def ink_box(grey):
         grey, background = 1 - grey, 1 - background
     ink = np.clip(grey - background, 0, None)
     if ink.max() == 0:
-        return np.zeros((1, 1), dtype=np.float32)  # a blank image: nothing to classify but a blank
+        return np.zeros((1, 1), dtype=np.float32)  # one colour: a blank image (predict says so)
     ink /= ink.max()
     rows, cols = np.nonzero((ink >= INK).any(1))[0], np.nonzero((ink >= INK).any(0))[0]
     return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -148,6 +160,9 @@ def predict(args, model, prepared):
     if good:
         p = probabilities(model, torch.stack(list(good.values())), args.dataset, args.device)
         for path, row in zip(good, p):
+            if not good[path].any():
+                print(f'--predict {path}: the image is one colour, with nothing drawn on it; classified as a blank',
+                      file=sys.stderr)
             top = row.topk(3)
             print(f'{path}: ' + ', '.join(f'{classes[i]} ({100 * v:.1f} %)'
                                           for v, i in zip(top.values.tolist(), top.indices.tolist())), flush=True)

@@ -74,13 +74,16 @@ def test_predict_prints_the_top_three_and_names_what_it_cannot_read(data_dir, tr
     drawing(background='black', ink='white').save(seven)
     text = tmp_path / 'notes.txt'
     text.write_text('not a picture')
+    blank = tmp_path / 'blank.png'
+    Image.new('L', (30, 30), 128).save(blank)
     result = run_script('pytorch_mnist_convnet.py', '--load-model', trained, '--data-dir', tmp_path / 'no-data',
-                        '--device', 'cpu', '--predict', one, text, seven, tmp_path / 'missing.png')
+                        '--device', 'cpu', '--predict', one, text, seven, tmp_path / 'missing.png', blank)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()[1:]
-    assert [PREDICTION.match(line).group(1) for line in lines] == [str(one), str(seven)]  # no dataset needed
-    assert result.stderr.splitlines()[-2:] == [f'--predict {text}: not an image Pillow can read',
-                                               f'--predict {tmp_path / "missing.png"}: no such file']
+    assert [PREDICTION.match(line).group(1) for line in lines] == [str(one), str(seven), str(blank)]  # no data
+    assert result.stderr.splitlines()[-3:] == [
+        f'--predict {blank}: the image is one colour, with nothing drawn on it; classified as a blank',
+        f'--predict {text}: not an image Pillow can read', f'--predict {tmp_path / "missing.png"}: no such file']
     # the figures are the net's softmax on the prepared image, most likely first
     model = pytorch_mnist_convnet.simple()
     model.load_state_dict(torch.load(trained, weights_only=True)['state_dict'])
@@ -163,3 +166,16 @@ def test_plot_shows_the_first_layer_filters(data_dir, tmp_path, monkeypatch, scr
     first = model[0].weight.detach()[0, 0].numpy()
     assert np.array_equal(pictures[0].get_array(), first)  # the learned weights themselves
     assert panel._suptitle.get_text() == f"first layer's {filters} filters"
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped_and_huge_ones_refused(tmp_path, monkeypatch):
+    light = drawing(background=4, ink=156)  # a grey line on a near-black page, 8 bits
+    deep = Image.fromarray(np.where(np.asarray(light) == 156, 40000, 1000).astype(np.uint16))  # 16 bits
+    assert deep.mode.startswith('I;16')
+    deep.save(tmp_path / 'deep.png')
+    prepared = own_images.read_images([tmp_path / 'deep.png'], 'mnist')[tmp_path / 'deep.png']
+    assert torch.equal(prepared, own_images.prepare(light, 'mnist'))  # not clipped to a blank
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # Pillow refuses images above 2x this
+    drawing().save(tmp_path / 'big.png')
+    reason = own_images.read_images([tmp_path / 'big.png'], 'mnist')[tmp_path / 'big.png']
+    assert reason.startswith('too large')

@@ -107,6 +107,24 @@ def test_flags_that_agree_with_the_saved_run_are_fine(data_dir, saved_run, capsy
     assert len(history['accuracy']) == 2
 
 
+def test_a_saved_run_that_no_longer_fits_the_net_is_one_line(data_dir, saved_run, tmp_path):
+    edited = torch.load(saved_run, weights_only=True)
+    edited['resume']['weights'] = {**edited['state_dict'], '0.weight': torch.zeros(30, 1, 5, 5)}
+    torch.save(edited, tmp_path / 'edited.pt')
+    with pytest.raises(common.UserError, match=r'--resume: the saved run does not fit this net or optimizer, '
+                                               r'edited since\? \(.*size mismatch.*\); start a new run'):
+        pytorch_mnist_convnet.main(run(data_dir, '--resume', str(tmp_path / 'edited.pt'), '--epochs', '2'))
+
+
+def test_the_picture_cannot_take_the_place_of_the_run_it_goes_on_with(data_dir, tmp_path, capsys):
+    odd = tmp_path / 'run.png'  # a model saved under a picture's name
+    pytorch_mnist.main(run(data_dir, '--epochs', '1', '--save-model', str(odd)))
+    with pytest.raises(SystemExit):
+        pytorch_mnist.main(run(data_dir, '--resume', str(odd), '--epochs', '2', '--plot', str(odd)))
+    assert f'argument --plot: {odd} is also the --save-model path' in capsys.readouterr().err
+    assert torch.load(odd, weights_only=True)['resume']['epoch'] == 1  # the run is still there
+
+
 def test_a_file_without_a_run_says_so_and_old_files_still_load(data_dir, saved_run, tmp_path, capsys):
     old = torch.load(saved_run, weights_only=True)
     del old['resume']  # as --save-model wrote it before --resume existed
