@@ -528,8 +528,9 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                              'epoch ends, it keeps an existing PATH and saves beside it as NAME.interrupted.EXT '
                              '(default: not saved)')
     parser.add_argument('--plot', metavar='PATH.png', type=picture_path,
-                        help='save a picture: curves per epoch and misclassified test images; the extension '
-                             'picks the format (.png, .pdf, .svg, .jpg, ...) (default: none)')
+                        help='save a picture: curves per epoch, misclassified test images and, for a convnet, '
+                             'the first layer\'s learned filters; the extension picks the format (.png, .pdf, '
+                             '.svg, .jpg, ...) (default: none)')
     parser.add_argument('--predict', nargs='+', metavar='IMAGE',
                         help='classify your own images (photos or drawings) with the trained or --load-model net: '
                              'the top three classes of each; with --plot, a picture of them (default: none)')
