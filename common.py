@@ -576,6 +576,7 @@ def parse_args(parser, argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     del args.recipes, args.default_batch_size, args.first_net, args.first_dataset
+    args.saved_model = read_checkpoint(args.load_model, args) if args.load_model else None  # read once, now
     try:
         args.device = choose_device(args.device)
     except ValueError as e:
@@ -813,20 +814,19 @@ def read_checkpoint(path, args):
     return checkpoint
 
 
-def holds_several_nets(path, args):
+def holds_several_nets(args):
     """Was the --load-model file saved by a run with --seeds? (False without --load-model.)"""
-    return bool(path) and 'state_dicts' in read_checkpoint(path, args)
+    return args.saved_model is not None and 'state_dicts' in args.saved_model
 
 
-def load_weights_into(model, path, args, state_dict=None):
-    """Put the weights that save_outputs saved at `path` into `model`, as model.load_state_dict does
-    (`state_dict`: one of the nets of a file saved with --seeds); a file that does not fit is one UserError."""
-    if state_dict is None:
-        state_dict = read_checkpoint(path, args)['state_dict']
+def load_weights_into(model, state_dict, args):
+    """Put weights of the --load-model file (parse_args read it) into `model`, as model.load_state_dict
+    does; weights that do not fit are one UserError."""
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as e:
-        raise UserError(f'--load-model {path}: the weights do not fit the {args.net!r} net ({last_line(e)})') from None
+        raise UserError(f'--load-model {args.load_model}: the weights do not fit the {args.net!r} net '
+                        f'({last_line(e)})') from None
 
 
 def save_plot(path, history, model, data):

@@ -89,12 +89,12 @@ def main(argv=None):
     args = common.parse_args(common.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args)  # --predict: your own images, read first
-    if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
+    if args.seeds or common.holds_several_nets(args):  # several nets at once: stacked.py
         return stacked.main(args, NETS[args.net], sgd_step, LOSSES[args.net], images=images)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device)
     if args.load_model:  # checked before any data is read
-        common.load_weights_into(model, args.load_model, args)
+        common.load_weights_into(model, args.saved_model['state_dict'], args)
     if args.load_model and args.predict:  # classify your own images: no dataset needed
         own_images.predict(args, model, images)
         return model, None, None

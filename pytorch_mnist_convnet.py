@@ -136,13 +136,13 @@ def main(argv=None):
     args = common.parse_args(common.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args, pad=PADDING.get(args.net, 0))  # --predict: your own images, read first
-    if args.seeds or common.holds_several_nets(args.load_model, args):  # several nets at once: stacked.py
+    if args.seeds or common.holds_several_nets(args):  # several nets at once: stacked.py
         return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy, pad=PADDING.get(args.net, 0),
                             images=images)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read
-        common.load_weights_into(model, args.load_model, args)
+        common.load_weights_into(model, args.saved_model['state_dict'], args)
     if args.load_model and args.predict:  # classify your own images: no dataset needed
         own_images.predict(args, model, images)
         return model, None, None

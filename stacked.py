@@ -38,15 +38,11 @@ def main(args, make_net, sgd_step, loss_fn, pad=0, images=None):
     """A script's main() for several nets: build each as its seed would, train them at once (or load them),
     print each net's test accuracy and their vote, save; classify the --predict images (own_images.read_for)
     by the nets' mean probabilities. Returns (the nets, data, history)."""
-    if args.load_model:  # a file saved with --seeds: test each net and the vote, train nothing
-        checkpoint = common.read_checkpoint(args.load_model, args)
-        seeds = checkpoint['seeds']
-    else:
-        seeds = args.seeds
+    seeds = args.saved_model['seeds'] if args.load_model else args.seeds  # --load-model: the file's nets
     nets, generators = seeded_nets(make_net, seeds)
     if args.load_model:
-        for net, state_dict in zip(nets, checkpoint['state_dicts']):
-            common.load_weights_into(net, args.load_model, args, state_dict)
+        for net, state_dict in zip(nets, args.saved_model['state_dicts']):
+            common.load_weights_into(net, state_dict, args)
     model = StackedNets(nets, seeds, generators if args.device.type == 'cpu' else None)
     model = model.to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model and args.predict:  # classify your own images: no dataset needed
