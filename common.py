@@ -590,12 +590,12 @@ def parse_args(parser, argv=None):
 RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed')
 
 
-def resume_point(args, model, optimizer, batches, history, weights=True):
+def resume_point(args, model, optimizer, batches, history):
     """What --resume needs to go on exactly from here, an epoch boundary: the epochs done, a copy of the
-    weights (weights=False: they are the saved model's own), the optimizer's state, the random generators
-    of the batch order and of dropout, the history, and the flags that define the run."""
+    weights, the optimizer's state, the random generators of the batch order and of dropout, the history,
+    and the flags that define the run."""
     return {'epoch': len(history['accuracy']),
-            'weights': {k: v.detach().clone() for k, v in model.state_dict().items()} if weights else None,
+            'weights': {k: v.detach().clone() for k, v in model.state_dict().items()},
             'optimizer': copy.deepcopy(optimizer.state_dict()),
             'batch_order': batches.generator.get_state(),
             'rng': torch.get_rng_state(),
@@ -643,11 +643,12 @@ def adopt_saved_run(parser, args):
     run = point['run']
     for flag, saved in run.items():
         given = getattr(args, flag, None)
-        if flag != 'epochs' and given is not None and given != saved:
+        if flag == 'epochs':  # the one flag that may differ: it may raise the total
+            continue
+        if given is not None and given != saved:
             parser.error(f'argument {flag_name(flag)}: the run in {args.resume} has '
                          f'{flag_as_given(flag, saved)}; drop the flag to go on with it, or start a new run')
-        if flag != 'epochs':
-            setattr(args, flag, saved)
+        setattr(args, flag, saved)
     args.epochs = args.epochs or run['epochs']
     if args.epochs <= point['epoch']:
         parser.error(f'argument --epochs: the run in {args.resume} has done {point["epoch"]} epochs of '
@@ -733,7 +734,7 @@ def model_checkpoint(args, model, data, resume=None):
     if resume is not None:
         checkpoint['resume'] = on_the_cpu(resume)
         weights = checkpoint['resume']['weights']
-        if weights is not None and all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items()):
+        if all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items()):
             checkpoint['resume']['weights'] = None  # the same as the model's: not saved twice
     return checkpoint
 
