@@ -122,11 +122,16 @@ def load_data(name, data_dir, device, limit=None, extend=False, pad=0):
         if pad:
             images = torch.nn.functional.pad(images, (pad,) * 4)
         splits.append(Split(images.to(device), labels.to(device)))
+    mean, std = normalization(name, device)
+    return Data(name, *splits, mean=mean, std=std, classes=info.classes)
+
+
+def normalization(name, device):
+    """The dataset's per-channel mean and std, each 1 x C x 1 x 1 on the device, as Data.normalize uses them."""
+    info = DATASETS[name]
     channels = (1, -1, 1, 1)
-    return Data(name, *splits,
-                mean=torch.tensor(info.mean, device=device).view(channels),
-                std=torch.tensor(info.std, device=device).view(channels),
-                classes=info.classes)
+    return (torch.tensor(info.mean, device=device).view(channels),
+            torch.tensor(info.std, device=device).view(channels))
 
 
 def with_shifted_copies(images):
@@ -883,8 +888,15 @@ def save_plot(path, history, model, data):
             else:
                 cell.imshow(images[i])
             cell.set_title(f'{data.classes[predicted[i]]} / {data.classes[labels[i]]}', fontsize=8)
+    return save_figure(fig, path, 'plot')
+
+
+def save_figure(fig, path, what):
+    """A matplotlib figure saved at `path` in the format its extension names (through save_with_fallback),
+    then closed. Returns the failure lines."""
+    import matplotlib.pyplot as plt
     picture_format = os.path.splitext(path)[1].lower().lstrip('.')
-    failures = save_with_fallback(path, 'plot', lambda f: fig.savefig(f, format=picture_format, dpi=80))
+    failures = save_with_fallback(path, what, lambda f: fig.savefig(f, format=picture_format, dpi=80))
     plt.close(fig)
     return failures
 

@@ -136,10 +136,7 @@ def probabilities(model, images, dataset, device):
     Softmax of the outputs; for a net whose outputs are ten separate sigmoids (Nielsen's chapter 1 net), the
     outputs scaled to sum to 1. A model of several nets (stacked.StackedNets) gives the nets' mean.
     """
-    info = common.DATASETS[dataset]
-    channels = (1, -1, 1, 1)
-    data = common.Data(dataset, None, None, torch.tensor(info.mean, device=device).view(channels),
-                       torch.tensor(info.std, device=device).view(channels))
+    data = common.Data(dataset, None, None, *common.normalization(dataset, device))  # for its normalize
     was_training = model.training
     model.eval()
     x = data.normalize(images.to(device))
@@ -194,8 +191,4 @@ def save_picture(path, images, p, classes):
         right.invert_yaxis()
         right.set_xlim(0, 100)
         right.set_xlabel('probability (%)', fontsize=8)
-    picture_format = os.path.splitext(path)[1].lower().lstrip('.')
-    failures = common.save_with_fallback(path, 'prediction picture',
-                                         lambda f: fig.savefig(f, format=picture_format, dpi=80))
-    plt.close(fig)
-    return failures
+    return common.save_figure(fig, path, 'prediction picture')
