@@ -128,15 +128,22 @@ def flops_per_image(model, loss_fn, shape, device):
     return counter.get_total_flops() / 10
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_parser(doc, limit=None):
+    """The flags the epoch benchmarks share: data, nets, how many images, rounds, device."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-dir', default='./data', help='(default: ./data)')
     parser.add_argument('--dataset', choices=('fashion-mnist', 'mnist'), default='fashion-mnist',
                         help='(default: fashion-mnist)')
     parser.add_argument('--nets', nargs='+', choices=list(NETS), default=list(NETS), help='(default: all)')
-    parser.add_argument('--limit', type=int, help='training and test images (default: all)')
+    parser.add_argument('--limit', type=int, default=limit,
+                        help=f'training and test images (default: {limit or "all"})')
     parser.add_argument('--repeats', type=int, default=3, help='(default: 3)')
     parser.add_argument('--device', default='auto', help='(default: auto)')
+    return parser
+
+
+def main():
+    parser = benchmark_parser(__doc__)
     parser.add_argument('--no-baseline', action='store_true', help='time ours only (default: both)')
     args = parser.parse_args()
     device = common.choose_device(args.device)

@@ -11,7 +11,6 @@ Printed: median seconds of each, "K/1" (the K nets' time over one net's: 1.0 wou
     python benchmarks/bench_seeds.py --data-dir DIR                       # Fashion-MNIST in DIR/FashionMNIST/raw/
     python benchmarks/bench_seeds.py --data-dir DIR --limit 10000 --nets simple --repeats 5
 """
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -22,24 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
 import stacked  # noqa: E402
-from bench_epoch import NETS, timed  # noqa: E402
+from bench_epoch import NETS, benchmark_parser, ours, timed  # noqa: E402
 
 
 def one_net(build, loss_fn, lr, wd, data, device):
+    """bench_epoch's own timing of one net: a training epoch, then a test pass."""
     torch.manual_seed(1)
-    model = build().to(device, memory_format=common.memory_format_for(device))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
-    step = common.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, loss_fn, optimizer)
-    batches = common.Batches(data, 10, seed=1, epochs=1, progress=False)
-
-    def epoch():
-        model.train()
-        loss_sum = 0
-        for images, labels in batches:
-            loss_sum += step(images, labels) * len(labels)
-        return loss_sum.item()
-
-    return timed(epoch, device), timed(lambda: common.test_accuracy(model, data), device)
+    train, test, _ = ours(build().to(device, memory_format=common.memory_format_for(device)), loss_fn, lr, wd,
+                          data, 10, device)
+    return train, test
 
 
 def k_nets(build, loss_fn, lr, wd, data, device, seeds):
@@ -61,15 +51,8 @@ def k_nets(build, loss_fn, lr, wd, data, device, seeds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--data-dir', default='./data', help='(default: ./data)')
-    parser.add_argument('--dataset', choices=('fashion-mnist', 'mnist'), default='fashion-mnist',
-                        help='(default: fashion-mnist)')
-    parser.add_argument('--nets', nargs='+', choices=list(NETS), default=list(NETS), help='(default: all)')
+    parser = benchmark_parser(__doc__, limit=10000)
     parser.add_argument('--k', type=int, default=5, help='how many nets at once: seeds 1..K (default: 5)')
-    parser.add_argument('--limit', type=int, default=10000, help='training and test images (default: 10000)')
-    parser.add_argument('--repeats', type=int, default=3, help='(default: 3)')
-    parser.add_argument('--device', default='auto', help='(default: auto)')
     args = parser.parse_args()
     device = common.choose_device(args.device)
     seeds = list(range(1, args.k + 1))
