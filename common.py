@@ -101,9 +101,10 @@ class Data:
     classes: tuple = field(default=())
 
     def normalize(self, images):
-        """uint8 images -> float, the arithmetic of ToTensor (x / 255) then Normalize ((x - mean) / std)."""
+        """uint8 images -> float (torch's default dtype), the arithmetic of ToTensor (x / 255) then Normalize
+        ((x - mean) / std)."""
         layout = memory_format_for(images.device)
-        return images.to(torch.float32, memory_format=layout).div_(255).sub_(self.mean).div_(self.std)
+        return images.to(torch.get_default_dtype(), memory_format=layout).div_(255).sub_(self.mean).div_(self.std)
 
 
 def load_data(name, data_dir, device, limit=None, extend=False, pad=0):

@@ -25,7 +25,11 @@ N_TRAIN, N_TEST = 300, 100
 
 
 def synthetic_images(n, size=28, channels=None, seed=0):
-    """Learnable images: a dim noisy background and a bright 4x4 block whose place is the label."""
+    """Learnable images: a dim noisy background and a bright 4x4 block whose place is the label.
+
+    The block's pixels are bright but not equal (200-255), so that no two windows of a convolution see the
+    same pixels: a flat block would give exactly equal values for max-pooling to choose between, a tie that
+    two kernels may break either way (test_seeds compares two training paths for equality)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 10
     rng.shuffle(labels)
@@ -33,7 +37,8 @@ def synthetic_images(n, size=28, channels=None, seed=0):
     images = rng.integers(0, 40, size=shape, dtype=np.uint8)
     for image, label in zip(images, labels):
         row, col = 3 + (label // 5) * 12, 3 + (label % 5) * 4
-        image[row:row + 4, col:col + 4] = 255
+        block = image[row:row + 4, col:col + 4]
+        block[...] = rng.integers(200, 256, size=block.shape, dtype=np.uint8)
     return images, labels.astype(np.uint8)
 
 

@@ -28,10 +28,24 @@ def twenty_steps(data_dir, *extra):
             *extra]
 
 
+@pytest.fixture
+def float64():
+    """Train in float64 (nets and data follow torch's default dtype). The stacked nets add up in another
+    order than a single net (a grouped convolution, a batched matrix product): in float32 the two paths
+    round differently, and a max-pooling window whose two largest values lie within that rounding sends its
+    gradient to one or the other. On some CPUs and seeds that happens within 20 steps, and the runs part
+    (seed 5's relu net: 3e-4 after 20 steps between two kernel sets, from one pooling window in step 1). In
+    float64 the rounding is a billion times smaller than such gaps, so equal arithmetic gives equal weights."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.numerics
 @pytest.mark.parametrize('script,net', [(pytorch_mnist_convnet, 'relu'), (pytorch_mnist_convnet, 'final'),
                                         (pytorch_mnist, 'nielsen'), (pytorch_mnist_convnet, 'lenet')],
                          ids=['relu', 'final-dropout', 'nielsen-mse', 'lenet-padded'])
-def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net, capsys):
+def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net, float64, capsys):
     """After 20 steps, stacked net i has the weights of a plain run with --seed Si. Fails when a net gets
     another's batches or initial weights, when the loss is the nets' mean instead of their sum (each net
     would learn at lr / K), when Flatten orders the features differently, or (final) when a net's dropout
@@ -41,8 +55,9 @@ def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net
     for seed, stacked_net, accuracies in zip(seeds, nets, history['per_net']):
         alone, _, alone_history = script.main(twenty_steps(data_dir, '--net', net, '--seed', str(seed)))
         for (name, expected), actual in zip(alone.state_dict().items(), stacked_net.state_dict().values()):
+            assert actual.dtype == torch.float64
             torch.testing.assert_close(actual, expected, msg=f'seed {seed}, {name}')
-        assert accuracies == pytest.approx(alone_history['accuracy'], abs=0.011)  # one image of 100, at most
+        assert accuracies == alone_history['accuracy']
         assert len(accuracies) == 2
     first = [n.state_dict() for n in nets]
     assert not torch.equal(first[0]['1.weight' if net == 'nielsen' else '0.weight'],
@@ -50,7 +65,8 @@ def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net
     capsys.readouterr()
 
 
-def test_cifar_nets_stack_too(cifar_dir, skip_md5):
+@pytest.mark.numerics
+def test_cifar_nets_stack_too(cifar_dir, skip_md5, float64):
     """cifar_convnet's nets (3 colour channels, a conv without pooling) train stacked as alone."""
     argv = ['--data-dir', str(cifar_dir), '--device', 'cpu', '--epochs', '1', '--limit', '40', '--no-progress']
     for net in ('conv', 'final'):
@@ -112,6 +128,7 @@ def test_the_printed_lines_and_learning(data_dir):
     assert losses[2] < losses[0] and min(accuracies) >= 0.5  # every net learned (chance: 0.1)
 
 
+@pytest.mark.numerics
 def test_save_then_load_tests_every_net_and_the_vote(data_dir, tmp_path, capsys):
     path = tmp_path / 'five.pt'
     argv = ['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '200', '--no-progress']
@@ -171,6 +188,7 @@ def test_seed_flags_are_checked(extra, message, capsys):
     assert f'error: {message}' in capsys.readouterr().err
 
 
+@pytest.mark.numerics
 def test_one_seed_in_seeds_is_the_plain_run(data_dir, capsys):
     argv = ['--data-dir', str(data_dir), '--device', 'cpu', '--limit', '100', '--epochs', '1', '--no-progress']
     model, _, _ = pytorch_mnist.main(argv + ['--seeds', '7'])
