@@ -78,6 +78,7 @@ def test_manual_script_needs_no_torch():
     assert 'import torch' not in (ROOT / 'backprop_manual_calculation.py').read_text()
 
 
+@pytest.mark.numerics
 def test_manual_gradients_equal_autograd():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -89,6 +90,7 @@ def test_manual_gradients_equal_autograd():
         torch.testing.assert_close(actual, expected, msg=lambda m: f'{settings}: {m}')
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('flags', SETTINGS)
 def test_scripts_agree_on_other_settings(flags, pytorch_lines):
     assert printed_lines(start('backprop_manual_calculation.py', *flags)) == pytorch_lines[flags]

@@ -134,6 +134,7 @@ def test_every_example_once_per_epoch_in_a_fresh_order():
     assert not torch.equal(orders[0], orders[1])
 
 
+@pytest.mark.numerics
 def test_batch_order_comes_from_the_seed_alone():
     """The order of a run with --seed S: randperm from a generator seeded with S, untouched by the global
     generator (which draws the initial weights and the dropout masks)."""
@@ -161,6 +162,7 @@ def args_for(data_dir, *extra):
     return ['--data-dir', str(data_dir), '--epochs', '2', '--limit', '200', '--no-progress', *extra]
 
 
+@pytest.mark.numerics
 def test_same_seed_same_numbers(data_dir, capsys):
     histories = [pytorch_mnist.main(args_for(data_dir, '--seed', seed))[2] for seed in ('3', '3', '4')]
     assert histories[0] == histories[1]

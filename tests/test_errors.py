@@ -68,6 +68,7 @@ def test_damaged_data_file_is_named(fresh_data_dir, file, damage):
     assert str(path) in line and 'delete it' in line
 
 
+@pytest.mark.numerics
 def test_save_then_load_gives_the_same_accuracy(data_dir, tmp_path, capsys):
     path = tmp_path / 'model.pt'
     _, _, trained = pytorch_mnist_convnet.main(quick(data_dir, '--net', 'lenet', '--save-model', str(path)))

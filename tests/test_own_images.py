@@ -68,6 +68,7 @@ def trained(data_dir, tmp_path_factory):
     return path
 
 
+@pytest.mark.numerics
 def test_predict_prints_the_top_three_and_names_what_it_cannot_read(data_dir, trained, tmp_path):
     one, seven = tmp_path / 'one.png', tmp_path / 'one-dark.jpg'
     drawing().save(one)
@@ -117,6 +118,7 @@ def test_an_unreadable_image_stops_a_training_run_before_it_starts(data_dir, tmp
     assert 'Test data results' not in result.stdout
 
 
+@pytest.mark.numerics
 def test_the_nielsen_net_gives_its_outputs_as_shares(data_dir):
     """Ten separate sigmoids: the figures are the outputs scaled to sum to 1, not a softmax of them."""
     torch.manual_seed(0)
@@ -128,6 +130,7 @@ def test_the_nielsen_net_gives_its_outputs_as_shares(data_dir):
     torch.testing.assert_close(p, outputs / outputs.sum())
 
 
+@pytest.mark.numerics
 def test_several_nets_give_their_mean(data_dir):
     nets, _ = stacked.seeded_nets(pytorch_mnist_convnet.simple, [1, 2])
     model = stacked.StackedNets(nets, [1, 2]).to(memory_format=torch.channels_last)

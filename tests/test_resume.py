@@ -31,6 +31,7 @@ def assert_same_run(a, b):
         assert torch.equal(x, y), name
 
 
+@pytest.mark.numerics
 def test_a_run_stopped_mid_epoch_goes_on_exactly(data_dir, tmp_path, monkeypatch, capsys):
     """final has dropout: the resumed run draws the masks the uninterrupted one drew. Fails when the weights,
     the optimizer, the batch order's or dropout's generator, or the history is not put back as it was."""
@@ -52,6 +53,7 @@ def test_a_run_stopped_mid_epoch_goes_on_exactly(data_dir, tmp_path, monkeypatch
     assert saved['resume']['epoch'] == 4 and saved['resume']['weights'] is None  # not the weights twice
 
 
+@pytest.mark.numerics
 def test_the_optimizer_state_goes_on_too(data_dir, tmp_path, monkeypatch, capsys):
     """A learner's SGD with momentum: the momentum buffers are part of the run. Fails when --resume starts
     them again from zero."""
@@ -66,6 +68,7 @@ def test_the_optimizer_state_goes_on_too(data_dir, tmp_path, monkeypatch, capsys
     capsys.readouterr()
 
 
+@pytest.mark.numerics
 def test_a_finished_run_goes_on_with_more_epochs(data_dir, tmp_path, capsys):
     whole = pytorch_mnist.main(run(data_dir, '--epochs', '5'))
     path = tmp_path / 'dense.pt'
@@ -140,6 +143,7 @@ def test_a_file_without_a_run_says_so_and_old_files_still_load(data_dir, saved_r
     capsys.readouterr()
 
 
+@pytest.mark.numerics
 def test_cifar_runs_go_on_too_and_classify_colour_images(cifar_dir, skip_md5, tmp_path, monkeypatch, capsys):
     """cifar_convnet.py has no --dataset or --extend_data flag; its run is resumed all the same. Then its
     saved model classifies a colour image, and --plot shows colour filters."""

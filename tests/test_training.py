@@ -21,6 +21,7 @@ def quick(data_dir, *extra):
 
 # ---- the step and the loop live in the script -------------------------------------------------
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('script', SCRIPTS, ids=lambda s: s.__name__)
 def test_sgd_step_takes_one_step_and_returns_the_loss(script):
     torch.manual_seed(0)
@@ -73,6 +74,7 @@ def test_interrupt_says_where_and_saves(data_dir, tmp_path, monkeypatch, capsys)
     assert torch.load(path, weights_only=True)['net'] == 'nielsen'
 
 
+@pytest.mark.numerics
 def test_loss_is_averaged_over_images_not_batches(data_dir, capsys):
     """95 images in batches of 10: the last batch of 5 weighs half as much as the others."""
     _, _, history = pytorch_mnist_convnet.main(quick(data_dir, '--limit', '95', '--batch-size', '10'))
