@@ -21,8 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
-import own_images
-import stacked
+from plumbing import cuda_graph, flags, own_images, saving, stacked, stops
 
 # As in pytorch_mnist_convnet.py, 2x2 max-pooling comes before the activation: pooling first is the
 # same function (max-pool commutes with a rising activation) on 4x fewer values.
@@ -64,8 +63,8 @@ RECIPES = {'final': dict(epochs=25, lr=0.01, wd=0.0),
 
 
 def parse_args(argv=None):
-    parser = common.make_parser(__doc__, NETS, RECIPES, datasets=('cifar10',), batch_size=4, extend=False)
-    return common.parse_args(parser, argv)
+    parser = flags.make_parser(__doc__, NETS, RECIPES, datasets=('cifar10',), batch_size=4, extend=False)
+    return flags.parse_args(parser, argv)
 
 
 def sgd_step(model, loss_fn, optimizer, images, labels):
@@ -82,11 +81,11 @@ def train(args, model, data, loss_fn=F.cross_entropy):
     and what --resume needs to go on from the end. (--seeds runs stacked.train_seeds, this loop's copy for
     several nets at once: an edit here belongs there too.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    step = common.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
+    step = cuda_graph.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
     batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=not args.no_progress)
     history = {'loss': [], 'accuracy': []}
-    first_epoch = common.resume_into(args.resume_point, model, optimizer, batches, history)  # --resume; else 1
-    boundary = common.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
+    first_epoch = saving.resume_into(args.resume_point, model, optimizer, batches, history)  # --resume; else 1
+    boundary = saving.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
     try:
         for epoch in range(first_epoch, args.epochs + 1):
             start = time.perf_counter()
@@ -101,10 +100,10 @@ def train(args, model, data, loss_fn=F.cross_entropy):
             history['accuracy'].append(accuracy)
             print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
                   f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
-            boundary = common.resume_point(args, model, optimizer, batches, history)  # now from here
+            boundary = saving.resume_point(args, model, optimizer, batches, history)  # now from here
     except KeyboardInterrupt as stop:  # Ctrl-C, kill, a closed terminal or pipe: keep what was learned
-        common.save_outputs(args, model, data, history, boundary, stopped=True)
-        raise common.Interrupted(stop, batches, history) from None
+        saving.save_outputs(args, model, data, history, boundary, stopped=True)
+        raise stops.Interrupted(stop, batches, history) from None
     return history, boundary
 
 
@@ -128,12 +127,12 @@ def main(argv=None):
     args = parse_args(argv)
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args)  # --predict: your own images, read first
-    if args.seeds or common.holds_several_nets(args):  # several nets at once: stacked.py
+    if args.seeds or saving.holds_several_nets(args):  # several nets at once: stacked.py
         return stacked.main(args, NETS[args.net], sgd_step, F.cross_entropy, images=images)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # checked before any data is read
-        common.load_weights_into(model, args.saved_model['state_dict'], args)
+        saving.load_weights_into(model, args.saved_model['state_dict'], args)
     if args.load_model and args.predict:  # classify your own images: no dataset needed
         own_images.predict(args, model, images)
         return model, None, None
@@ -144,7 +143,7 @@ def main(argv=None):
         history, resume = train(args, model, data)
         print()  # an empty line, then the result line
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    common.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
+    saving.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
     if args.predict:
         own_images.predict(args, model, images)
     print()
@@ -153,4 +152,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run_as_command(main)
+    stops.run_as_command(main)

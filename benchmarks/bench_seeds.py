@@ -2,7 +2,7 @@
 
 For each net, in one process and alternating for --repeats rounds:
 (1) one net: one training epoch as the scripts' train() runs it (common.Batches, the script's sgd_step
-    through common.graphed_on_cuda), then its test pass;
+    through cuda_graph.graphed_on_cuda), then its test pass;
 (K) K nets at once: the same epoch as stacked.train_seeds runs it (stacked.StackedBatches, the same sgd_step
     on stacked.StackedNets), then their test pass (each net's outputs and the vote).
 Printed: median seconds of each, "K/1" (the K nets' time over one net's: 1.0 would make them free) and
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
-import stacked  # noqa: E402
+from plumbing import cuda_graph, stacked  # noqa: E402
 from bench_epoch import NETS, benchmark_parser, ours, timed  # noqa: E402
 
 
@@ -37,7 +37,8 @@ def k_nets(build, loss_fn, lr, wd, data, device, seeds):
     model = stacked.StackedNets(nets, seeds, generators if device.type == 'cpu' else None)
     model = model.to(device, memory_format=common.memory_format_for(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
-    step = common.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, stacked.summed_over_nets(loss_fn), optimizer)
+    step = cuda_graph.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, stacked.summed_over_nets(loss_fn),
+                                      optimizer)
     batches = stacked.StackedBatches(data, 10, seeds, epochs=1, progress=False)
 
     def epoch():

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import cifar_convnet  # noqa: E402
-import common  # noqa: E402
 import pytorch_mnist  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
+from plumbing import flags, saving, stops  # noqa: E402
 
 # name: (script, the published command's flags, the original's MNIST figure, Nielsen's (network3.py, ch. 6))
 MNIST_ROWS = {
@@ -184,7 +184,7 @@ def plot(path, runs, dataset):
     ax.set_ylabel('test accuracy')
     ax.set_title(f'{dataset}: every recipe at its full length; ◀ the published MNIST figure')
     ax.legend(loc='lower right')
-    common.atomic_write(path, lambda f: fig.savefig(f, format=os.path.splitext(path)[1].lstrip('.') or 'png',
+    saving.atomic_write(path, lambda f: fig.savefig(f, format=os.path.splitext(path)[1].lstrip('.') or 'png',
                                                      dpi=80))
     plt.close(fig)
     print(f'Plot saved to {path}', file=sys.stderr)
@@ -199,7 +199,7 @@ def main():
                         help='these rows only: ' + ', '.join([*MNIST_ROWS, *CIFAR_ROWS]) + ' (default: every row of '
                              'the dataset)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[1], help='(default: 1)')
-    parser.add_argument('--epochs', type=common.positive_int, help='shorten every run to N epochs (default: the '
+    parser.add_argument('--epochs', type=flags.positive_int, help='shorten every run to N epochs (default: the '
                                                                    "recipe's)")
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto', help='(default: auto)')
     parser.add_argument('--results', help='the results file (default: reproduce-DATASET.jsonl in the current '
@@ -234,4 +234,4 @@ def main():
 
 
 if __name__ == '__main__':
-    common.run_as_command(main)
+    stops.run_as_command(main)

@@ -116,3 +116,11 @@ def test_reproduce_names_the_device_it_ran_on():
     spec.loader.exec_module(reproduce)
     assert reproduce.device_name('mps').startswith('Apple GPU (MPS)')
     assert reproduce.device_name('cpu').endswith(f'CPU, {os.cpu_count()} cores')
+
+
+def test_bench_startup_prints_a_row_per_command(data_dir):
+    result = run_script('benchmarks/bench_startup.py', '--data-dir', data_dir, '--repeats', '1')
+    assert result.returncode == 0, result.stderr
+    for command in ('pytorch_mnist_convnet.py --help', 'pytorch_mnist_convnet.py --epochs 1 --limit 1000',
+                    'pytorch_mnist.py --epochs 1 --limit 1000'):
+        assert re.search(rf'^{re.escape(command)} +this +{NUMBER}$', result.stdout, re.M), result.stdout

@@ -211,6 +211,16 @@ def test_offline_without_data_is_one_line(tmp_path, dataset, folder):
     assert 'Test data results' not in result.stdout
 
 
+def test_torchvision_is_imported_only_where_data_is_read():
+    """Importing torchvision takes seconds (it brings its models and ops): --help, a usage error or
+    --load-model --predict need none of it. Fails when a module imports it at the top."""
+    code = ('import sys, pytorch_mnist, pytorch_mnist_convnet, cifar_convnet\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] == "torchvision"))')
+    result = run_script('-c', code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '[]'
+
+
 def test_stats_command(data_dir):
     result = run_script('common.py', 'stats', '--dataset', 'mnist', '--data-dir', data_dir)
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import common
+from plumbing import pictures, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
 from conftest import N_TEST, run_script, write_idx
@@ -50,7 +50,7 @@ def test_divergence_is_one_line(data_dir):
 
 def test_divergence_leaves_no_model(data_dir, tmp_path, capsys):
     path = tmp_path / 'm.pt'
-    with pytest.raises(common.UserError, match='diverged'):
+    with pytest.raises(stops.UserError, match='diverged'):
         pytorch_mnist_convnet.main(quick(data_dir, '--net', 'relu', '--lr', '1e30', '--save-model', str(path)))
     assert not path.exists()
 
@@ -166,7 +166,7 @@ def test_plot_and_model_must_differ(data_dir, tmp_path, capsys):
 def test_the_plot_extension_picks_the_format(data_dir, tmp_path, capsys):
     assert usage_error(capsys, quick(data_dir, '--plot', str(tmp_path / 'run.xyz'))).endswith(
         f'argument --plot: {tmp_path / "run.xyz"}: the extension must name a picture format: '
-        f'{", ".join("." + f for f in sorted(common.picture_formats()))}')
+        f'{", ".join("." + f for f in sorted(pictures.picture_formats()))}')
     for name, magic in (('run.jpg', b'\xff\xd8\xff'), ('run.pdf', b'%PDF'), ('run.svg', b'<?xml')):
         pytorch_mnist.main(quick(data_dir, '--limit', '20', '--plot', str(tmp_path / name)))
         assert (tmp_path / name).read_bytes().startswith(magic), name

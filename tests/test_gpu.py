@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import common
+from plumbing import cuda_graph
 import pytorch_mnist_convnet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -23,13 +24,13 @@ def deterministic(monkeypatch):
 def recordings(monkeypatch):
     """The step numbers at which CudaGraphStep records."""
     steps = []
-    record = common.CudaGraphStep.record
+    record = cuda_graph.CudaGraphStep.record
 
     def spy(self, images, labels):
         steps.append(self.steps)
         return record(self, images, labels)
 
-    monkeypatch.setattr(common.CudaGraphStep, 'record', spy)
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'record', spy)
     return steps
 
 
@@ -47,7 +48,7 @@ def trained(data, graphed, optimizer_for, scheduler_for=None, after_step=None,
     optimizer = optimizer_for(model)
     scheduler = scheduler_for(optimizer) if scheduler_for else None
     args = (sgd_step, model, F.cross_entropy, optimizer)
-    step = common.CudaGraphStep(*args) if graphed else functools.partial(*args)
+    step = cuda_graph.CudaGraphStep(*args) if graphed else functools.partial(*args)
     batches = common.Batches(data, 10, seed=0, epochs=1, progress=False)
     taken = 0
     while taken < steps:
@@ -134,8 +135,9 @@ def test_graph_off_when_the_step_waits_for_the_gpu(cuda_data, capsys):
 
 def test_script_on_cuda(data_dir, monkeypatch, capsys):
     replays = []
-    replay = common.CudaGraphStep.replay
-    monkeypatch.setattr(common.CudaGraphStep, 'replay', lambda self, *batch: replays.append(1) or replay(self, *batch))
+    replay = cuda_graph.CudaGraphStep.replay
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'replay',
+                        lambda self, *batch: replays.append(1) or replay(self, *batch))
     _, _, history = pytorch_mnist_convnet.main(['--device', 'cuda', '--net', 'final', '--data-dir', str(data_dir),
                                                 '--epochs', '3', '--no-progress'])
     assert history['loss'][-1] < history['loss'][0]

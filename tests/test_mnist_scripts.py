@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import common
+from plumbing import flags
 import pytorch_mnist
 import pytorch_mnist_convnet
 from conftest import run_script
@@ -62,7 +62,7 @@ def test_overfits_a_tiny_batch(script, net):
 
 
 def defaults(script, *argv):
-    return common.parse_args(common.make_parser('', script.NETS, script.RECIPES), list(argv))
+    return flags.parse_args(flags.make_parser('', script.NETS, script.RECIPES), list(argv))
 
 
 def test_dense_defaults_are_the_published_recipe():

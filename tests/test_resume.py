@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-import common
+from plumbing import stops
 import pytorch_mnist
 import pytorch_mnist_convnet
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
@@ -40,7 +40,7 @@ def test_a_run_stopped_mid_epoch_goes_on_exactly(data_dir, tmp_path, monkeypatch
     path = tmp_path / 'final.pt'
     with monkeypatch.context() as patch:
         stop_at_step(pytorch_mnist_convnet, patch, 25)  # batch 5 of epoch 3 (10 batches an epoch)
-        with pytest.raises(common.Interrupted, match='in epoch 3/4 at batch 4/10'):
+        with pytest.raises(stops.Interrupted, match='in epoch 3/4 at batch 4/10'):
             pytorch_mnist_convnet.main(run(data_dir, '--net', 'final', '--epochs', '4', '--seed', '3',
                                            '--save-model', str(path)))
     capsys.readouterr()
@@ -62,7 +62,7 @@ def test_the_optimizer_state_goes_on_too(data_dir, tmp_path, monkeypatch, capsys
     path = tmp_path / 'momentum.pt'
     with monkeypatch.context() as patch:
         stop_at_step(pytorch_mnist, patch, 15)
-        with pytest.raises(common.Interrupted):
+        with pytest.raises(stops.Interrupted):
             pytorch_mnist.main(run(data_dir, '--epochs', '3', '--save-model', str(path)))
     assert_same_run(whole, pytorch_mnist.main(run(data_dir, '--resume', str(path))))
     capsys.readouterr()
@@ -114,7 +114,7 @@ def test_a_saved_run_that_no_longer_fits_the_net_is_one_line(data_dir, saved_run
     edited = torch.load(saved_run, weights_only=True)
     edited['resume']['weights'] = {**edited['state_dict'], '0.weight': torch.zeros(30, 1, 5, 5)}
     torch.save(edited, tmp_path / 'edited.pt')
-    with pytest.raises(common.UserError, match=r'--resume: the saved run does not fit this net or optimizer, '
+    with pytest.raises(stops.UserError, match=r'--resume: the saved run does not fit this net or optimizer, '
                                                r'edited since\? \(.*size mismatch.*\); start a new run'):
         pytorch_mnist_convnet.main(run(data_dir, '--resume', str(tmp_path / 'edited.pt'), '--epochs', '2'))
 
@@ -132,12 +132,12 @@ def test_a_file_without_a_run_says_so_and_old_files_still_load(data_dir, saved_r
     old = torch.load(saved_run, weights_only=True)
     del old['resume']  # as --save-model wrote it before --resume existed
     torch.save(old, tmp_path / 'old.pt')
-    with pytest.raises(common.UserError, match=r'--resume .*old\.pt: it holds weights only'):
+    with pytest.raises(stops.UserError, match=r'--resume .*old\.pt: it holds weights only'):
         pytorch_mnist_convnet.main(run(data_dir, '--resume', str(tmp_path / 'old.pt')))
     for path in (tmp_path / 'old.pt', saved_run):
         _, _, history = pytorch_mnist_convnet.main(run(data_dir, '--load-model', str(path)))
         assert len(history['accuracy']) == 1
-    with pytest.raises(common.UserError, match="it holds the 'simple' net of pytorch_mnist_convnet.py; run "
+    with pytest.raises(stops.UserError, match="it holds the 'simple' net of pytorch_mnist_convnet.py; run "
                                                r'pytorch_mnist_convnet.py --resume'):
         pytorch_mnist.main(run(data_dir, '--resume', str(saved_run)))
     capsys.readouterr()

@@ -7,10 +7,9 @@ import torch
 import torch.nn as nn
 
 import cifar_convnet
-import common
+from plumbing import stacked, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
-import stacked
 from conftest import run_script
 from test_common import FINAL_LINE
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
@@ -142,7 +141,7 @@ def test_save_then_load_tests_every_net_and_the_vote(data_dir, tmp_path, capsys)
     nets, _, history = pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--load-model', str(path)])
     assert capsys.readouterr().out.splitlines()[-5:] == trained  # the same Seed, Ensemble, result lines
     assert history['loss'] == [] and len(nets) == 3
-    with pytest.raises(common.UserError, match='the weights do not fit'):
+    with pytest.raises(stops.UserError, match='the weights do not fit'):
         checkpoint['state_dicts'][1] = pytorch_mnist_convnet.simple().state_dict()
         torch.save(checkpoint, tmp_path / 'bad.pt')
         pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--load-model', str(tmp_path / 'bad.pt')])
@@ -168,7 +167,7 @@ def test_plot_shows_every_net(data_dir, tmp_path, monkeypatch):
 def test_a_stop_saves_every_net(data_dir, tmp_path, monkeypatch, capsys):
     path = tmp_path / 'nets.pt'
     stop_at_step(pytorch_mnist, monkeypatch, 13)  # in epoch 2 of 10 batches
-    with pytest.raises(common.Interrupted, match='interrupted in epoch 2/3 at batch 2/10; last test accuracy: 0'):
+    with pytest.raises(stops.Interrupted, match='interrupted in epoch 2/3 at batch 2/10; last test accuracy: 0'):
         pytorch_mnist.main(['--data-dir', str(data_dir), '--device', 'cpu', '--epochs', '3', '--limit', '100',
                             '--no-progress', '--seeds', '1', '2', '--save-model', str(path)])
     assert torch.load(path, weights_only=True)['seeds'] == [1, 2]
@@ -199,7 +198,7 @@ def test_one_seed_in_seeds_is_the_plain_run(data_dir, capsys):
 
 
 def test_a_net_that_cannot_be_stacked_is_one_clear_error():
-    with pytest.raises(common.UserError, match=r'--seeds cannot stack layer 1 \(BatchNorm2d'):
+    with pytest.raises(stops.UserError, match=r'--seeds cannot stack layer 1 \(BatchNorm2d'):
         stacked.StackedNets([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)) for _ in range(2)], [1, 2])
-    with pytest.raises(common.UserError, match='this net is a Linear: train one seed at a time with --seed'):
+    with pytest.raises(stops.UserError, match='this net is a Linear: train one seed at a time with --seed'):
         stacked.StackedNets([nn.Linear(2, 2) for _ in range(2)], [1, 2])

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-import common
+from plumbing import saving, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
 from conftest import StdoutLines, run_script, start_script
@@ -85,8 +85,8 @@ def test_a_closed_stdout_ends_quietly_after_saving(data_dir, tmp_path):
 
 def test_a_signal_before_training_stops_at_once(tmp_path):
     """Nothing to save yet: a stop while the data is read ends the run there, in one line."""
-    with start_script('-c', 'import common, time\n'
-                            'common.run_as_command(lambda: (print("reading the data"), time.sleep(60)))') as process:
+    with start_script('-c', 'import time\nfrom plumbing import stops\n'
+                            'stops.run_as_command(lambda: (print("reading the data"), time.sleep(60)))') as process:
         StdoutLines(process).wait_for('reading the data')
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
@@ -117,7 +117,7 @@ def test_stopped_in_the_first_epoch_keeps_an_existing_model(data_dir, tmp_path, 
     good = tmp_path / 'model.pt'
     good.write_bytes(b'a model trained for hours')
     stop_at_step(pytorch_mnist, monkeypatch, 3)
-    with pytest.raises(common.Interrupted, match='interrupted in epoch 1/3 at batch 2/10; last test accuracy: none'):
+    with pytest.raises(stops.Interrupted, match='interrupted in epoch 1/3 at batch 2/10; last test accuracy: none'):
         pytorch_mnist.main(quick(data_dir, '--save-model', str(good)))
     assert good.read_bytes() == b'a model trained for hours'
     beside = tmp_path / 'model.interrupted.pt'
@@ -131,7 +131,7 @@ def test_stopped_after_an_epoch_replaces_the_model(data_dir, tmp_path, monkeypat
     old = tmp_path / 'model.pt'
     old.write_bytes(b'an older model')
     stop_at_step(pytorch_mnist, monkeypatch, 13)
-    with pytest.raises(common.Interrupted, match='in epoch 2/3 at batch 2/10'):
+    with pytest.raises(stops.Interrupted, match='in epoch 2/3 at batch 2/10'):
         pytorch_mnist.main(quick(data_dir, '--save-model', str(old)))
     assert torch.load(old, weights_only=True)['net'] == 'nielsen'
     assert not (tmp_path / 'model.interrupted.pt').exists()
@@ -144,15 +144,15 @@ def test_a_save_that_fails_after_training_goes_to_a_fallback(data_dir, tmp_path,
     work = tmp_path / 'work'
     work.mkdir()
     monkeypatch.chdir(work)
-    write = common.atomic_write
+    write = saving.atomic_write
 
     def full_disk(path, what):
         if os.path.dirname(os.path.abspath(path)) == str(model_path.parent):
             raise OSError(28, 'No space left on device')
         return write(path, what)
 
-    monkeypatch.setattr(common, 'atomic_write', full_disk)
-    with pytest.raises(common.UserError) as info:
+    monkeypatch.setattr(saving, 'atomic_write', full_disk)
+    with pytest.raises(stops.UserError) as info:
         pytorch_mnist_convnet.main(quick(data_dir, '--epochs', '1', '--save-model', str(model_path),
                                          '--plot', str(plot_path)))
     model_line, plot_line = str(info.value).splitlines()
@@ -173,13 +173,13 @@ import os, runpy, sys
 sys.path.insert(0, os.getcwd())
 script = os.path.abspath('pytorch_mnist.py')
 os.chdir(os.environ['WORK'])
-import common
-write = common.atomic_write
+from plumbing import saving
+write = saving.atomic_write
 def fails_in_out(path, what):
     if os.path.basename(os.path.dirname(os.path.abspath(path))) == 'out':
         raise PermissionError(13, 'Permission denied')
     return write(path, what)
-common.atomic_write = fails_in_out
+saving.atomic_write = fails_in_out
 sys.argv = [script, *sys.argv[1:]]
 runpy.run_path(script, run_name='__main__')
 '''
@@ -197,11 +197,11 @@ runpy.run_path(script, run_name='__main__')
 
 
 def test_run_as_command_gives_back_stdout_and_the_signal_handlers():
-    before = {signum: signal.getsignal(signum) for signum in common.StopRequests.SIGNALS}
+    before = {signum: signal.getsignal(signum) for signum in stops.StopRequests.SIGNALS}
     stdout = sys.stdout
-    common.run_as_command(lambda: print('result'))
+    stops.run_as_command(lambda: print('result'))
     assert sys.stdout is stdout
-    assert {signum: signal.getsignal(signum) for signum in common.StopRequests.SIGNALS} == before
+    assert {signum: signal.getsignal(signum) for signum in stops.StopRequests.SIGNALS} == before
 
 
 def test_an_ignored_signal_stays_ignored(data_dir, tmp_path):
@@ -226,15 +226,15 @@ def test_a_reader_that_went_away_silences_output_and_asks_to_stop(tmp_path, erro
             return handle.fileno()
 
     with open(tmp_path / 'out', 'w') as handle:
-        guard = common.ClosedPipeGuard(Gone(), asks_to_stop=True)
+        guard = stops.ClosedPipeGuard(Gone(), asks_to_stop=True)
         try:
             guard.write('Test data results: 0.9\n')
-            assert common.STOP.signum == signal.SIGPIPE
+            assert stops.STOP.signum == signal.SIGPIPE
         finally:
-            common.STOP.restore({})
-        quiet = common.ClosedPipeGuard(Gone(), asks_to_stop=False)
+            stops.STOP.restore({})
+        quiet = stops.ClosedPipeGuard(Gone(), asks_to_stop=False)
         quiet.write('Model saved to m.pt\n')
-        assert common.STOP.signum is None
+        assert stops.STOP.signum is None
 
 
 def test_other_write_errors_are_not_hidden():
@@ -243,4 +243,4 @@ def test_other_write_errors_are_not_hidden():
             raise OSError(errno.ENOSPC, 'No space left on device')
 
     with pytest.raises(OSError, match='No space left'):
-        common.ClosedPipeGuard(Full(), asks_to_stop=True).write('x')
+        stops.ClosedPipeGuard(Full(), asks_to_stop=True).write('x')

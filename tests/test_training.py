@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import cifar_convnet
 import common
+from plumbing import cuda_graph, flags, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
 
@@ -67,7 +68,7 @@ def test_interrupt_says_where_and_saves(data_dir, tmp_path, monkeypatch, capsys)
         return step(*args)
 
     monkeypatch.setattr(pytorch_mnist, 'sgd_step', interrupted_at_call_17)
-    with pytest.raises(common.Interrupted) as info:
+    with pytest.raises(stops.Interrupted) as info:
         pytorch_mnist.main(quick(data_dir, '--epochs', '3', '--device', 'cpu', '--save-model', str(path)))
     accuracy = capsys.readouterr().out.splitlines()[1].split()[3].rstrip(',')
     assert str(info.value) == f'interrupted in epoch 2/3 at batch 6/10; last test accuracy: {accuracy} after epoch 1'
@@ -91,7 +92,7 @@ def test_loss_is_averaged_over_images_not_batches(data_dir, capsys):
 # ---- recipes ---------------------------------------------------------------------------------
 
 def recipe(script, *argv):
-    args = common.parse_args(common.make_parser('', script.NETS, script.RECIPES), list(argv))
+    args = flags.parse_args(flags.make_parser('', script.NETS, script.RECIPES), list(argv))
     return args.epochs, args.lr, args.wd
 
 
@@ -132,7 +133,7 @@ def plain(model, loss_fn, optimizer, images, labels):
 def test_off_cuda_the_step_is_the_scripts_own():
     model = nn.Linear(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = common.graphed_on_cuda(plain, model, F.cross_entropy, optimizer)
+    step = cuda_graph.graphed_on_cuda(plain, model, F.cross_entropy, optimizer)
     assert isinstance(step, functools.partial) and step.func is plain
 
 
@@ -141,7 +142,7 @@ def cpu_graph(monkeypatch):
     """CudaGraphStep with its three CUDA calls replaced by plain steps: every decision it makes runs as on
     CUDA, and `actions` lists them."""
     actions = []
-    decide = common.CudaGraphStep.next_action
+    decide = cuda_graph.CudaGraphStep.next_action
 
     def next_action(self, images):
         action, reason = decide(self, images)
@@ -151,10 +152,10 @@ def cpu_graph(monkeypatch):
     def eager(self, images, labels):
         return self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
 
-    monkeypatch.setattr(common.CudaGraphStep, 'next_action', next_action)
-    monkeypatch.setattr(common.CudaGraphStep, 'record', lambda self, images, labels: 'a recording')
-    monkeypatch.setattr(common.CudaGraphStep, 'warm_up', eager)
-    monkeypatch.setattr(common.CudaGraphStep, 'replay', eager)
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'next_action', next_action)
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'record', lambda self, images, labels: 'a recording')
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'warm_up', eager)
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'replay', eager)
     return actions
 
 
@@ -162,7 +163,7 @@ def run_steps(optimizer_for, steps, after_step=lambda step, i: None, batch_sizes
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 3))
     optimizer = optimizer_for(model)
-    step = common.CudaGraphStep(plain, model, F.cross_entropy, optimizer)
+    step = cuda_graph.CudaGraphStep(plain, model, F.cross_entropy, optimizer)
     for i in range(steps):
         n = batch_sizes[i] if batch_sizes else 10
         step(torch.randn(n, 4), torch.randint(0, 3, (n,)))
@@ -245,10 +246,10 @@ def test_graph_off_for_an_optimizer_that_cannot_be_recorded(cpu_graph, capsys):
 
 def test_which_optimizers_can_be_recorded():
     params = [nn.Parameter(torch.zeros(2))]
-    assert common.why_not_recordable(torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)) is None
-    assert common.why_not_recordable(torch.optim.Adam(params, capturable=True)) is None
-    assert 'capturable=False' in common.why_not_recordable(torch.optim.AdamW(params))
-    assert common.why_not_recordable(torch.optim.Adagrad(params)) == \
+    assert cuda_graph.why_not_recordable(torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)) is None
+    assert cuda_graph.why_not_recordable(torch.optim.Adam(params, capturable=True)) is None
+    assert 'capturable=False' in cuda_graph.why_not_recordable(torch.optim.AdamW(params))
+    assert cuda_graph.why_not_recordable(torch.optim.Adagrad(params)) == \
         'Adagrad is not known to be safe to record (only SGD and optimizers with capturable=True are)'
 
 
@@ -260,7 +261,7 @@ def test_graph_off_when_recording_fails(cpu_graph, monkeypatch, capsys):
         except RuntimeError:
             raise RuntimeError('CUDA error: operation failed due to a previous error during capture')
 
-    monkeypatch.setattr(common.CudaGraphStep, 'record', fails)
+    monkeypatch.setattr(cuda_graph.CudaGraphStep, 'record', fails)
     step = run_steps(lambda m: torch.optim.SGD(m.parameters(), lr=0.1), 6)
     assert cpu_graph == ['warm-up'] * 3 + ['record'] + ['eager'] * 2
     assert step.steps == 6 and step.graph is None
@@ -273,10 +274,10 @@ def test_baked_in_settings_see_what_a_replay_would_miss():
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
     lr = torch.tensor(0.1)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    recorded = common.baked_in_settings(model, optimizer)
+    recorded = cuda_graph.baked_in_settings(model, optimizer)
 
     def same():
-        return common.same_settings(common.baked_in_settings(model, optimizer), recorded)
+        return cuda_graph.same_settings(cuda_graph.baked_in_settings(model, optimizer), recorded)
 
     lr.fill_(0.05)  # a tensor is read where it lies: a replay sees the new value
     assert same()

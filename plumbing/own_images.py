@@ -21,6 +21,7 @@ import torch.nn as nn
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import common
+from plumbing import pictures, saving, stops
 
 INK = 0.2  # a pixel is ink when it is at least this bright (0..1) against the background, after inversion
 
@@ -45,7 +46,7 @@ def read_images(paths, dataset, pad=0):
         except Image.DecompressionBombError:
             prepared[path] = 'too large: Pillow refuses images this big (or a damaged header says so)'
         except (OSError, ValueError) as e:  # a damaged image: Pillow says what it found
-            prepared[path] = f'damaged image ({common.first_line(e)})'
+            prepared[path] = f'damaged image ({stops.first_line(e)})'
     return prepared
 
 
@@ -55,7 +56,7 @@ def read_for(args, pad=0):
     prepared = read_images(args.predict or [], args.dataset, pad)
     failures = unreadable(prepared)
     if failures and not args.load_model:
-        raise common.UserError('\n'.join(failures) + '\nnothing was trained: fix or drop that image first')
+        raise stops.UserError('\n'.join(failures) + '\nnothing was trained: fix or drop that image first')
     return prepared
 
 
@@ -164,10 +165,10 @@ def predict(args, model, prepared):
             print(f'{path}: ' + ', '.join(f'{classes[i]} ({100 * v:.1f} %)'
                                           for v, i in zip(top.values.tolist(), top.indices.tolist())), flush=True)
         if args.plot:
-            where = args.plot if args.load_model else common.beside(args.plot, 'predictions')
+            where = args.plot if args.load_model else saving.beside(args.plot, 'predictions')
             failures += save_picture(where, good, p, classes)
     if failures:
-        raise common.UserError('\n'.join(failures))
+        raise stops.UserError('\n'.join(failures))
 
 
 def save_picture(path, images, p, classes):
@@ -191,4 +192,4 @@ def save_picture(path, images, p, classes):
         right.invert_yaxis()
         right.set_xlim(0, 100)
         right.set_xlabel('probability (%)', fontsize=8)
-    return common.save_figure(fig, path, 'prediction picture')
+    return pictures.save_figure(fig, path, 'prediction picture')

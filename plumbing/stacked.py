@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
-import own_images
+from plumbing import cuda_graph, own_images, saving, stops
 
 SAME_FOR_EVERY_NET = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Identity,
                       nn.MaxPool2d, nn.AvgPool2d)  # no weights: one call acts on every net's numbers alike
@@ -42,7 +42,7 @@ def main(args, make_net, sgd_step, loss_fn, pad=0, images=None):
     nets, generators = seeded_nets(make_net, seeds)
     if args.load_model:
         for net, state_dict in zip(nets, args.saved_model['state_dicts']):
-            common.load_weights_into(net, state_dict, args)
+            saving.load_weights_into(net, state_dict, args)
     model = StackedNets(nets, seeds, generators if args.device.type == 'cpu' else None)
     model = model.to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model and args.predict:  # classify your own images: no dataset needed
@@ -61,7 +61,7 @@ def main(args, make_net, sgd_step, loss_fn, pad=0, images=None):
         print(f'Seed {seed}: {accuracies[-1]:.4f}')
     print(f'Ensemble of {len(seeds)} nets (majority vote): {history["vote"][-1]:.4f}')
     print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)  # the mean of the nets
-    common.save_outputs(args, model, data, history)  # --save-model (every net), --plot
+    saving.save_outputs(args, model, data, history)  # --save-model (every net), --plot
     if args.predict:
         own_images.predict(args, model, images)
     return [net.to(args.device) for net in model.unstacked(nets)], data, history
@@ -82,7 +82,7 @@ def train_seeds(args, model, data, loss_fn, sgd_step):
     batch holds batch i of every net's own order. Returns the history: the mean over the nets, each net's
     accuracy (per_net) and the vote's. An edit to train() (another optimizer, a scheduler) belongs here too."""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    step = common.graphed_on_cuda(sgd_step, model, summed_over_nets(loss_fn), optimizer)
+    step = cuda_graph.graphed_on_cuda(sgd_step, model, summed_over_nets(loss_fn), optimizer)
     batches = StackedBatches(data, args.batch_size, args.seeds, args.epochs, progress=not args.no_progress)
     nets = len(args.seeds)
     history = {'loss': [], 'accuracy': [], 'seeds': list(args.seeds), 'per_net': [[] for _ in range(nets)],
@@ -106,8 +106,8 @@ def train_seeds(args, model, data, loss_fn, sgd_step):
                   f'max {max(accuracies):.4f}), Epoch {epoch}/{args.epochs}, train loss {mean_loss:.4f}, '
                   f'{time.perf_counter() - start:.1f} s', flush=True)
     except KeyboardInterrupt as stop:  # as in train(): keep what was learned
-        common.save_outputs(args, model, data, history, stopped=True)
-        raise common.Interrupted(stop, batches, history) from None
+        saving.save_outputs(args, model, data, history, stopped=True)
+        raise stops.Interrupted(stop, batches, history) from None
     return history
 
 
@@ -167,7 +167,7 @@ class StackedNets(nn.Module):
     def __init__(self, nets, seeds, generators=None):
         super().__init__()
         if not all(isinstance(net, nn.Sequential) for net in nets):
-            raise common.UserError(f'--seeds stacks nn.Sequential nets layer by layer; this net is a '
+            raise stops.UserError(f'--seeds stacks nn.Sequential nets layer by layer; this net is a '
                                    f'{type(nets[0]).__name__}: train one seed at a time with --seed')
         self.seeds = list(seeds)
         self.layers = nn.Sequential()
@@ -223,7 +223,7 @@ def stacked_layer(i, layers, flat, generators):
         return StackedDropout(first.p, generators)
     if isinstance(first, SAME_FOR_EVERY_NET):
         return copy.deepcopy(first)
-    raise common.UserError(f'--seeds cannot stack layer {i} ({first}): it knows Conv2d before Flatten, Linear and '
+    raise stops.UserError(f'--seeds cannot stack layer {i} ({first}): it knows Conv2d before Flatten, Linear and '
                            f'Dropout after it, pooling and activations; train one seed at a time with --seed')
 
 
@@ -241,7 +241,7 @@ class StackedConv2d(nn.Module):
         super().__init__()
         first = convs[0]
         if first.groups != 1 or first.padding_mode != 'zeros' or first.bias is None:
-            raise common.UserError(f'--seeds cannot stack {first}: only plain convolutions with a bias')
+            raise stops.UserError(f'--seeds cannot stack {first}: only plain convolutions with a bias')
         self.nets, self.stride, self.padding, self.dilation = len(convs), first.stride, first.padding, first.dilation
         self.weight = nn.Parameter(torch.cat([conv.weight.detach() for conv in convs]))   # K*O x C x kh x kw
         self.bias = nn.Parameter(torch.cat([conv.bias.detach() for conv in convs]))       # K*O
@@ -263,7 +263,7 @@ class StackedLinear(nn.Module):
     def __init__(self, linears):
         super().__init__()
         if linears[0].bias is None:
-            raise common.UserError(f'--seeds cannot stack {linears[0]}: only Linear layers with a bias')
+            raise stops.UserError(f'--seeds cannot stack {linears[0]}: only Linear layers with a bias')
         # K x I x O, so that the gradient torch.baddbmm produces has the weight's own layout (no copy)
         self.weight = nn.Parameter(torch.stack([linear.weight.detach().t() for linear in linears]).contiguous())
         self.bias = nn.Parameter(torch.stack([linear.bias.detach() for linear in linears]).unsqueeze(1))  # K x 1 x O

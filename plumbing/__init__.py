@@ -1,0 +1,11 @@
+"""Plumbing: everything a flag switches on, kept out of the way of the scripts you read to learn. You need not
+open these modules to follow a run; each says in its docstring what it holds.
+
+    flags        the shared flags: defined, checked, filled from the net's recipe (make_parser, parse_args)
+    saving       --save-model, --load-model, and what --resume needs to go on exactly
+    stops        errors and stops: one line and an exit status, never a traceback (run_as_command)
+    pictures     --plot
+    cuda_graph   speed on CUDA: the training step recorded once and replayed
+    stacked      --seeds: several nets trained at once, and their vote
+    own_images   --predict: your own images, prepared as the dataset's were
+"""

@@ -1,0 +1,228 @@
+"""The flags every training script shares: make_parser defines them, parse_args reads them, fills what the user
+left out from the net's recipe, reads a --load-model file, adopts a --resume run's flags, and picks the device.
+Each bad value is a usage error naming its flag, before any work starts."""
+import argparse
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+import common
+from plumbing import pictures, saving, stops
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {text}')
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f'must be a finite number above 0, got {text}')
+    return value
+
+
+def non_negative_float(text):
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f'must be a finite number of at least 0, got {text}')
+    return value
+
+
+def seed_number(text):
+    value = int(text)
+    if not -2 ** 63 <= value < 2 ** 64:
+        raise argparse.ArgumentTypeError(f'must be from {-2 ** 63} to {2 ** 64 - 1} (what torch accepts), got {text}')
+    return value
+
+
+def output_path(text):
+    """A file that can be written: not a folder, in a folder that exists and takes a new file (tried)."""
+    if text.endswith(('/', os.sep)) or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f'{text} is a folder; give a file name in it')
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f'folder {folder} does not exist')
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f'cannot write in folder {folder} ({e.strerror})') from None
+    return text
+
+
+def picture_path(text):
+    """An output_path whose extension names a format matplotlib writes (.png, .pdf, .svg, .jpg, ...)."""
+    output_path(text)
+    extension = os.path.splitext(text)[1].lower().lstrip('.')
+    formats = pictures.picture_formats()
+    if extension not in formats:
+        raise argparse.ArgumentTypeError(f'{text}: the extension must name a picture format: .'
+                                         + ', .'.join(sorted(formats)))
+    return text
+
+
+
+
+# argparse names the type function in its message; these names read well there
+positive_int.__name__ = 'integer'
+positive_float.__name__ = 'number'
+non_negative_float.__name__ = 'number'
+seed_number.__name__ = 'integer'
+output_path.__name__ = picture_path.__name__ = 'path'
+
+TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'batch_size', 'extend_data', 'seed', 'seeds', 'save_model')
+
+
+def plain_number(value):
+    """40, 0.1, 0.00005 (not 5e-05): as a recipe writes it."""
+    return str(value) if isinstance(value, int) else np.format_float_positional(value, trim='0')
+
+
+def recipe_default(key, recipes):
+    """'(default: 0.1)', or '(default: 0.1 for simple, 0.03 for relu)' when the nets' recipes differ."""
+    values = {plain_number(recipe[key]) for recipe in recipes.values()}
+    if len(values) == 1:
+        return f'(default: {values.pop()})'
+    return ('(default: ' + ', '.join(f'{plain_number(recipe[key])} for {net}' for net, recipe in recipes.items())
+            + ')')
+
+
+def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_size=10, extend=True):
+    """The flags every training script shares. `recipes[net]` holds that net's default epochs, lr, wd."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    first = next(iter(nets))
+    parser.add_argument('--net', choices=list(nets), help=f'which network (default: {first})')
+    parser.add_argument('--epochs', type=positive_int, help='training epochs ' + recipe_default('epochs', recipes))
+    parser.add_argument('--lr', type=positive_float, help='SGD learning rate ' + recipe_default('lr', recipes))
+    parser.add_argument('--wd', type=non_negative_float, help='SGD weight decay ' + recipe_default('wd', recipes))
+    parser.add_argument('--batch-size', type=positive_int,
+                        help=f'training batch size (default: {batch_size})')
+    if len(datasets) > 1:
+        parser.add_argument('--dataset', choices=datasets, help=f'which data (default: {datasets[0]})')
+    if extend:
+        parser.add_argument('--extend_data', '--extend-data', action='store_true', default=None,
+                            help='add the training images shifted one pixel right, left, up and down '
+                                 '(5x the data) (default: off)')
+    parser.add_argument('--data-dir', default='./data',
+                        help='where the data is, or is downloaded to (default: ./data)')
+    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
+                        help='where to train; auto picks an accelerator when there is one (default: auto)')
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument('--seed', type=seed_number, help='random seed (default: 1)')
+    seeds.add_argument('--seeds', type=seed_number, nargs='+', metavar='S',
+                       help='train one net per seed, all at the same time as one stacked computation (net i '
+                            'is the net --seed Si trains); prints each net\'s accuracy and their majority vote '
+                            '(default: one net)')
+    parser.add_argument('--limit', type=positive_int,
+                        help='use only the first N training and N test images, for a quick try (default: all)')
+    parser.add_argument('--no-progress', action='store_true', help='never show progress bars (default: off)')
+    parser.add_argument('--save-model', metavar='PATH', type=output_path,
+                        help='save the model there after training, or when training is stopped (Ctrl-C, kill, '
+                             'a closed terminal), with what --resume needs to go on; stopped before its first '
+                             'epoch ends, it keeps an existing PATH and saves beside it as NAME.interrupted.EXT '
+                             '(default: not saved)')
+    parser.add_argument('--plot', metavar='PATH.png', type=picture_path,
+                        help='save a picture: curves per epoch, misclassified test images and, for a convnet, '
+                             'the first layer\'s learned filters; the extension picks the format (.png, .pdf, '
+                             '.svg, .jpg, ...) (default: none)')
+    parser.add_argument('--predict', nargs='+', metavar='IMAGE',
+                        help='classify your own images (photos or drawings) with the trained or --load-model net: '
+                             'the top three classes of each; with --plot, a picture of them (default: none)')
+    parser.add_argument('--resume', metavar='PATH',
+                        help='go on with a run that --save-model saved (at its end, or when it was stopped): from '
+                             'the start of the epoch it stopped in, printing the lines and reaching the result it '
+                             'would have had it never stopped (to the last digit on the CPU). Its flags come from '
+                             'the file (--epochs may raise the total), and it saves back to PATH unless '
+                             '--save-model says otherwise (default: a new run)')
+    parser.add_argument('--load-model', metavar='PATH',
+                        help='test a saved model on the test set and train nothing; the training flags '
+                             '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --save-model) '
+                             'are then a usage error (default: train)')
+    script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
+    parser.set_defaults(recipes=recipes, script=script, first_net=first, first_dataset=datasets[0],
+                        default_batch_size=batch_size)
+    return parser
+
+
+def parse_args(parser, argv=None):
+    """Parse, then fill what the user left out from the chosen net's recipe, and pick the device."""
+    args = parser.parse_args(argv)
+    if args.load_model:
+        given = [flag for flag in TRAINING_FLAGS if getattr(args, flag, None) is not None
+                 and getattr(args, flag, None) is not False]  # given, even as 0 (0 == False in Python)
+        if given:
+            parser.error(f'argument --load-model: it tests a saved model and trains nothing, so '
+                         f'{", ".join("--" + flag.replace("_", "-") for flag in given)} would be ignored; drop '
+                         f'{"it" if len(given) == 1 else "them"}')
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):
+        twice = next(seed for seed in args.seeds if args.seeds.count(seed) > 1)
+        parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
+    if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
+        args.seed, args.seeds = args.seeds[0], None
+    args.resume_point = adopt_saved_run(parser, args) if args.resume else None
+    if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
+        parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
+                     f'the model')
+    args.net = args.net or args.first_net
+    args.dataset = getattr(args, 'dataset', None) or args.first_dataset
+    args.extend_data = bool(getattr(args, 'extend_data', False))
+    for key, value in {**args.recipes[args.net], 'batch_size': args.default_batch_size, 'seed': 1}.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    del args.recipes, args.default_batch_size, args.first_net, args.first_dataset
+    args.saved_model = saving.read_checkpoint(args.load_model, args) if args.load_model else None  # read once, now
+    try:
+        args.device = common.choose_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def adopt_saved_run(parser, args):
+    """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
+    error; --epochs may raise the total. Returns the resume point, its weights filled in."""
+    for other in ('load_model', 'seeds'):
+        if getattr(args, other):
+            parser.error(f'argument --resume: not allowed with --{other.replace("_", "-")}')
+    checkpoint = saving.read_saved(args.resume, '--resume', args.script)
+    point = checkpoint.get('resume')
+    if point is None:
+        raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by --seeds, or before --resume '
+                        f'existed), not the state of a run; --load-model tests it')
+    run = point['run']
+    for flag, saved in run.items():
+        given = getattr(args, flag, None)
+        if flag == 'epochs':  # the one flag that may differ: it may raise the total
+            continue
+        if given is not None and given != saved:
+            parser.error(f'argument {flag_name(flag)}: the run in {args.resume} has '
+                         f'{flag_as_given(flag, saved)}; drop the flag to go on with it, or start a new run')
+        setattr(args, flag, saved)
+    args.epochs = args.epochs or run['epochs']
+    if args.epochs <= point['epoch']:
+        parser.error(f'argument --epochs: the run in {args.resume} has done {point["epoch"]} epochs of '
+                     f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
+    args.save_model = args.save_model or args.resume
+    print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
+    if point['weights'] is None:
+        point['weights'] = checkpoint['state_dict']
+    return point
+
+
+def flag_name(flag):
+    """batch_size -> --batch-size; extend_data keeps the name the published commands use."""
+    return '--extend_data' if flag == 'extend_data' else '--' + flag.replace('_', '-')
+
+
+def flag_as_given(flag, value):
+    """--net relu, --extend_data, no --limit: a flag as a command line has it."""
+    name = flag_name(flag)
+    if value is None or value is False:
+        return f'no {name}'
+    return name if value is True else f'{name} {plain_number(value) if isinstance(value, float) else value}'

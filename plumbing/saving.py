@@ -1,0 +1,209 @@
+"""Saving and loading: --save-model (atomic, with a fallback file when the save fails), --load-model, and
+what --resume needs (a resume point at each epoch boundary)."""
+import copy
+import os
+import sys
+import tempfile
+
+import torch
+
+import common
+from plumbing import stops
+
+
+RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed')
+
+
+def resume_point(args, model, optimizer, batches, history):
+    """What --resume needs to go on exactly from here, an epoch boundary: the epochs done, a copy of the
+    weights, the optimizer's state, the random generators of the batch order and of dropout, the history,
+    and the flags that define the run."""
+    return {'epoch': len(history['accuracy']),
+            'weights': {k: v.detach().clone() for k, v in model.state_dict().items()},
+            'optimizer': copy.deepcopy(optimizer.state_dict()),
+            'batch_order': batches.generator.get_state(),
+            'rng': torch.get_rng_state(),
+            'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            'history': {key: list(values) for key, values in history.items()},
+            'run': {flag: getattr(args, flag) for flag in RUN_FLAGS},
+            'device': next(model.parameters()).device.type}
+
+
+def resume_into(point, model, optimizer, batches, history):
+    """Put a resume point back into the model, optimizer, batches, random generators and history; returns
+    the first epoch to train (1 without a point)."""
+    if point is None:
+        return 1
+    try:
+        model.load_state_dict(point['weights'])
+        optimizer.load_state_dict(point['optimizer'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise stops.UserError(f'--resume: the saved run does not fit this net or optimizer, edited since? '
+                        f'({stops.last_line(e)}); start a new run') from None
+    device = next(model.parameters()).device.type
+    if point.get('device', device) != device:
+        print(f'--resume: the run was on {point["device"]} and goes on on {device}: the same run, but not '
+              f'the same numbers to the last digit', file=sys.stderr)
+    batches.generator.set_state(point['batch_order'])
+    batches.epoch = point['epoch']
+    torch.set_rng_state(point['rng'])
+    if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(point['cuda_rng'])
+    history.update({key: list(values) for key, values in point['history'].items()})
+    return point['epoch'] + 1
+
+
+def atomic_write(path, write):
+    """write(file) into a temporary file beside `path`, then os.replace: a run stopped midway leaves
+    the previous file (or none) at `path`, never half a file, and no temporary file. A stop signal that
+    arrives meanwhile waits for the write to end (stops.STOP.saving)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with stops.STOP.saving():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def save_outputs(args, model, data, history, resume=None, stopped=False):
+    """Keep what the user asked for: --save-model (not after --load-model, which trains nothing), then --plot.
+
+    A save that fails goes to a fallback file instead, and one line says why and where; after a finished
+    run that ends in a stops.UserError (exit status 1) once everything is saved. A run stopped before its first
+    epoch ended does not replace an existing model file: it saves beside it (NAME.interrupted.EXT).
+    """
+    failures = []
+    if args.save_model and not args.load_model:
+        keep = stopped and not history['accuracy'] and os.path.exists(args.save_model)
+        path = beside(args.save_model, 'interrupted') if keep else args.save_model
+        checkpoint = model_checkpoint(args, model, data, resume)
+        failures += save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
+        if keep:
+            print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
+    if args.plot and history['accuracy']:
+        from plumbing.pictures import save_plot  # here: pictures saves through this module
+        failures += save_plot(args.plot, history, model, data)
+    if failures and stopped:
+        print('\n'.join(failures), file=sys.stderr)
+    elif failures:
+        raise stops.UserError('\n'.join(failures))
+
+
+def model_checkpoint(args, model, data, resume=None):
+    """The weights with what is needed to use them again: script, net, dataset, normalization; and `resume`,
+    what --resume needs to go on with the run. Several nets trained at once (stacked.StackedNets) are saved
+    as one state_dict per net, with their seeds."""
+    info = common.DATASETS[data.name]
+    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
+                  'mean': list(info.mean), 'std': list(info.std)}
+    if hasattr(model, 'seeds'):
+        checkpoint.update(seeds=list(model.seeds), state_dicts=model.state_dicts())
+    else:
+        checkpoint['state_dict'] = {k: v.cpu() for k, v in model.state_dict().items()}
+    if resume is not None:
+        checkpoint['resume'] = on_the_cpu(resume)
+        weights = checkpoint['resume']['weights']
+        if all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items()):
+            checkpoint['resume']['weights'] = None  # the same as the model's: not saved twice
+    return checkpoint
+
+
+def on_the_cpu(value):
+    """A copy of nested dicts and lists of tensors with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: on_the_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_the_cpu(v) for v in value)
+    return value
+
+
+def save_with_fallback(path, what, write):
+    """Write `path` (atomic_write) and say so. When that fails, write a new file in the current folder (or
+    the system's temporary folder) instead, and return the line that says why and where: [] when all went
+    well."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        reason = e.strerror or stops.last_line(e)
+    else:
+        print(f'{what.capitalize()} saved to {path}', file=sys.stderr)
+        return []
+    stem, extension = os.path.splitext(os.path.basename(path))
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        with stops.STOP.saving():  # no empty fallback file is left behind, whatever arrives meanwhile
+            try:
+                fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem}-saved-', suffix=extension)
+            except OSError:
+                continue
+            os.close(fd)
+            try:
+                atomic_write(fallback, write)
+            except OSError:
+                os.unlink(fallback)
+                continue
+        return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
+    return [f'could not save the {what} to {path} ({reason}), nor to {os.getcwd()} or {tempfile.gettempdir()}']
+
+
+def beside(path, word):
+    """m.pt -> m.interrupted.pt"""
+    stem, extension = os.path.splitext(path)
+    return f'{stem}.{word}{extension}'
+
+
+def read_saved(path, flag, script):
+    """The file save_outputs saved at `path`, for `flag` (--load-model, --resume): one clear stops.UserError for a
+    file that is missing, is not a model, or was saved by another script."""
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise stops.UserError(f'{flag} {path}: no such file') from None
+    except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
+        raise stops.UserError(f'{flag} {path}: not a model saved by these scripts '
+                              f'({stops.torch_load_reason(e)})') from None
+    if (not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset'} <= checkpoint.keys()
+            or not ('state_dict' in checkpoint or {'seeds', 'state_dicts'} <= checkpoint.keys())):
+        raise stops.UserError(f'{flag} {path}: not a model saved by these scripts')
+    if checkpoint['script'] != script:
+        how = f'--net {checkpoint["net"]}' if flag == '--load-model' else f'{flag} {path}'
+        raise stops.UserError(f'{flag} {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
+                        f'run {checkpoint["script"]} {how}')
+    return checkpoint
+
+
+def read_checkpoint(path, args):
+    """The --load-model file, checked against the flags: the same script, net and dataset."""
+    checkpoint = read_saved(path, '--load-model', args.script)
+    if checkpoint['net'] != args.net:
+        raise stops.UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
+                        f'run {checkpoint["script"]} --net {checkpoint["net"]}')
+    if checkpoint['dataset'] != args.dataset:
+        raise stops.UserError(f'--load-model {path}: it was trained on {checkpoint["dataset"]}; '
+                        f'add --dataset {checkpoint["dataset"]}')
+    return checkpoint
+
+
+def holds_several_nets(args):
+    """Was the --load-model file saved by a run with --seeds? (False without --load-model.)"""
+    return args.saved_model is not None and 'state_dicts' in args.saved_model
+
+
+def load_weights_into(model, state_dict, args):
+    """Put weights of the --load-model file (parse_args read it) into `model`, as model.load_state_dict
+    does; weights that do not fit are one stops.UserError."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise stops.UserError(f'--load-model {args.load_model}: the weights do not fit the {args.net!r} net '
+                        f'({stops.last_line(e)})') from None

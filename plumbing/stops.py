@@ -1,0 +1,186 @@
+"""Stops and errors: what a script does when it cannot go on, or is asked to stop. One line on stderr and an
+exit status, never a traceback; a stop signal during training takes effect at a batch boundary, after what was
+learned is saved. run_as_command runs a script's main() this way."""
+import contextlib
+import errno
+import io
+import os
+import signal
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix (data, a model file, divergence, a failed save); its message is what we print."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop asked for by a signal (Ctrl-C is SIGINT; SIGPIPE stands for a closed stdout)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Interrupted(Exception):
+    """Training stopped early: the message says how and where, `signum` gives the exit status."""
+
+    def __init__(self, stop, batches, history):
+        self.signum = getattr(stop, 'signum', signal.SIGINT)  # a plain KeyboardInterrupt is Ctrl-C
+        last = (f'{history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}' if history['accuracy']
+                else 'none yet')
+        super().__init__(f'{how_stopped(self.signum)} in {batches.position()}; last test accuracy: {last}')
+
+
+def how_stopped(signum):
+    return {signal.SIGINT: 'interrupted', signal.SIGPIPE: 'stopped (standard output was closed)'}.get(
+        signum, f'stopped by {signal.Signals(signum).name}')
+
+
+class StopRequests:
+    """What Ctrl-C (SIGINT), kill (SIGTERM), a closed terminal (SIGHUP) or a closed stdout do while
+    run_as_command runs a script. Once training has begun, a stop waits for a safe point: the next batch
+    boundary (common.Batches calls at_batch_boundary), the end of a save, or the end of the script; the
+    same signal again stops at once. Before training, nothing is lost by stopping at once. A signal that was ignored when
+    the script started (nohup, `cmd &`) stays ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.signum = None          # the stop asked for and not yet taken
+        self.training = False       # has training begun?
+        self.writing = 0            # saves under way
+
+    def install(self):
+        """Take over the stop signals that are not ignored; returns their handlers, for restore()."""
+        self.signum, self.training, self.writing = None, False, 0
+        return {signum: signal.signal(signum, self.request) for signum in self.SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
+
+    def restore(self, handlers):
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        self.signum, self.training = None, False
+
+    def request(self, signum, frame=None):
+        if self.writing or (self.training and self.signum is None):
+            self.signum = self.signum or signum
+            return
+        raise Stopped(signum)
+
+    def check(self):
+        """At a safe point: stop here if a stop was asked for."""
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+    def at_batch_boundary(self):
+        """common.Batches calls this before each batch: training has begun, and a stop asked for stops here."""
+        self.training = True
+        self.check()
+
+    @contextlib.contextmanager
+    def saving(self):
+        self.writing += 1
+        try:
+            yield
+        finally:
+            self.writing -= 1
+
+
+STOP = StopRequests()
+
+
+class ClosedPipeGuard(io.TextIOBase):
+    """sys.stdout or sys.stderr for run_as_command. When the reader goes away (`... | head -1`, a closed
+    terminal), later output goes to /dev/null instead of raising; for stdout, that asks for a stop (as
+    SIGPIPE), taken at the next safe point."""
+
+    GONE = (errno.EPIPE, errno.EIO)  # a closed pipe; a terminal that hung up
+
+    def __init__(self, stream, asks_to_stop):
+        super().__init__()
+        self.stream, self.asks_to_stop = stream, asks_to_stop
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except OSError as e:
+            if e.errno not in self.GONE:
+                raise
+            self.reader_gone()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except OSError as e:
+            if e.errno not in self.GONE:
+                raise
+            self.reader_gone()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+    def reader_gone(self):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # Python's own flush at exit too
+        if self.asks_to_stop and STOP.signum is None:
+            STOP.signum = signal.SIGPIPE
+
+
+def run_as_command(main):
+    """Run a script's main() as a command. A UserError is one line on stderr and exit status 1. A stop
+    (Ctrl-C, SIGTERM, SIGHUP, a closed stdout) says where training was and exits with 128 + the signal's
+    number (130, 143, 129, 141), after main() has saved what it was asked to."""
+    import common  # here, not above: common imports this module
+    handlers, stdout, stderr = STOP.install(), sys.stdout, sys.stderr
+    common.Batches.at_batch_boundary = STOP.at_batch_boundary
+    sys.stdout, sys.stderr = ClosedPipeGuard(stdout, asks_to_stop=True), ClosedPipeGuard(stderr, asks_to_stop=False)
+    message, status = None, 0
+    try:
+        try:
+            main()
+            sys.stdout.flush()
+        except UserError as e:
+            message, status = str(e), 1
+        except Interrupted as e:
+            message, status = str(e), 128 + e.signum
+        except KeyboardInterrupt as e:  # before training began: nothing to save
+            signum = getattr(e, 'signum', signal.SIGINT)
+            message, status = how_stopped(signum), 128 + signum
+        for signum in handlers:  # the last words are not cut short
+            signal.signal(signum, signal.SIG_IGN)
+        if not status and STOP.signum is not None:  # asked for after the last batch: all is done and saved
+            message, status = f'{how_stopped(STOP.signum)} after training had finished', 128 + STOP.signum
+        if message:
+            print(message, file=sys.stderr, flush=True)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+        common.Batches.at_batch_boundary = staticmethod(lambda: None)
+        STOP.restore(handlers)
+    if status:
+        sys.exit(status)
+
+
+def torch_load_reason(error):
+    """The line of a torch.load error that says what was wrong, not its advice on how to load anyway."""
+    text = str(error)
+    if 'WeightsUnpickler error:' in text:
+        after = text.split('WeightsUnpickler error:', 1)[1].strip().splitlines()
+        if after:
+            return after[0].strip()
+    return first_line(error)
+
+
+def first_line(error):
+    """The first non-empty line of an error's message (its type's name when the message is empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
+
+
+def last_line(error):
+    """The last non-empty line of an error's message (its type's name when the message is empty)."""
+    lines = str(error).strip().splitlines()
+    return lines[-1].strip() if lines else type(error).__name__
