@@ -144,10 +144,9 @@ class Batches:
     Each pass draws a fresh random order from its own generator (seeded, so a run repeats exactly) and
     takes every image once; a batch is an index slice of that order, normalized as it is taken. A
     progress bar on stderr shows the pass; `position()` says where training is, for an interruption.
-    Before each batch it calls at_batch_boundary, where plumbing.stops takes a stop signal.
     """
 
-    at_batch_boundary = staticmethod(lambda: None)  # set while a script runs as a command (run_as_command)
+    at_batch_boundary = None  # while a script runs as a command, where plumbing.stops takes a stop signal
 
     def __init__(self, data, batch_size, seed, epochs, progress=True):
         self.data, self.batch_size, self.epochs, self.progress = data, batch_size, epochs, progress
@@ -164,7 +163,8 @@ class Batches:
         with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
                   file=sys.stderr, disable=None if self.progress else True) as bar:
             for start in range(0, len(self.data.train), self.batch_size):
-                self.at_batch_boundary()
+                if self.at_batch_boundary:
+                    self.at_batch_boundary()
                 yield self.batch(order[..., start:start + self.batch_size])
                 self.done += 1  # the loop asks for the next batch: this one's step has finished
                 bar.update()

@@ -158,7 +158,7 @@ def run_as_command(main):
             print(message, file=sys.stderr, flush=True)
     finally:
         sys.stdout, sys.stderr = stdout, stderr
-        common.Batches.at_batch_boundary = staticmethod(lambda: None)
+        common.Batches.at_batch_boundary = None
         STOP.restore(handlers)
     if status:
         sys.exit(status)

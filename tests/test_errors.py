@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from plumbing import pictures, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import pictures, stops
 from conftest import N_TEST, run_script, write_idx
 from test_common import FINAL_LINE
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import common
-from plumbing import cuda_graph
 import pytorch_mnist_convnet
+from plumbing import cuda_graph
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 

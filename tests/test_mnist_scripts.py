@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from plumbing import flags
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import flags
 from conftest import run_script
 from test_common import EPOCH_LINE, FINAL_LINE
 

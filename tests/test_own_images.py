@@ -9,9 +9,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import common
-from plumbing import own_images, stacked
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import own_images, stacked
 from conftest import run_script
 
 PREDICTION = re.compile(r'^(.+): (.+) \((\d+\.\d) %\), (.+) \((\d+\.\d) %\), (.+) \((\d+\.\d) %\)$')

@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from plumbing import stops
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import stops
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
 from test_stops import stop_at_step
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 import cifar_convnet
-from plumbing import stacked, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import stacked, stops
 from conftest import run_script
 from test_common import FINAL_LINE
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures

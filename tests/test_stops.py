@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from plumbing import saving, stops
+import common
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import saving, stops
 from conftest import StdoutLines, run_script, start_script
 
 
@@ -197,9 +198,12 @@ runpy.run_path(script, run_name='__main__')
 
 
 def test_run_as_command_gives_back_stdout_and_the_signal_handlers():
+    """And the batch-boundary hook: while main() runs, Batches takes stops there; after, it knows none."""
     before = {signum: signal.getsignal(signum) for signum in stops.StopRequests.SIGNALS}
     stdout = sys.stdout
-    stops.run_as_command(lambda: print('result'))
+    hooks = []
+    stops.run_as_command(lambda: hooks.append(common.Batches.at_batch_boundary) or print('result'))
+    assert hooks == [stops.STOP.at_batch_boundary] and common.Batches.at_batch_boundary is None
     assert sys.stdout is stdout
     assert {signum: signal.getsignal(signum) for signum in stops.StopRequests.SIGNALS} == before
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 import cifar_convnet
 import common
-from plumbing import cuda_graph, flags, stops
 import pytorch_mnist
 import pytorch_mnist_convnet
+from plumbing import cuda_graph, flags, stops
 
 SCRIPTS = [pytorch_mnist, pytorch_mnist_convnet, cifar_convnet]
 
