@@ -88,7 +88,7 @@ def main(argv=None):
     args = flags.parse_args(flags.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args)  # --predict: your own images, read first
-    if args.seeds or saving.holds_several_nets(args):  # several nets at once: stacked.py
+    if args.seeds or saving.holds_several_nets(args):  # several nets at once: plumbing/stacked.py
         return stacked.main(args, NETS[args.net], sgd_step, LOSSES[args.net], images=images)
     torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
     model = NETS[args.net]().to(args.device)

@@ -37,16 +37,18 @@ def main():
     parser.add_argument('--repeats', type=int, default=5, help='rounds, each running every command (default: 5)')
     args = parser.parse_args()
     checkouts = {'this': HERE, **({'against': args.against.resolve()} if args.against else {})}
-    times = {(name, where): [] for name in commands(args.data_dir) for where in checkouts}
+    runs = commands(args.data_dir)
+    times = {(name, where): [] for name in runs for where in checkouts}
     for _ in range(args.repeats):
-        for name, argv in commands(args.data_dir).items():
+        for name, argv in runs.items():
             for where, checkout in checkouts.items():  # side by side: one after the other, every round
                 times[name, where].append(seconds(checkout, argv))
+    medians = {key: statistics.median(values) for key, values in times.items()}
     print(f'median of {args.repeats}, seconds: ' + ', '.join(f'{where} = {path}' for where, path in checkouts.items()))
-    for name in commands(args.data_dir):
-        row = '  '.join(f'{where} {statistics.median(times[name, where]):6.2f}' for where in checkouts)
+    for name in runs:
+        row = '  '.join(f'{where} {medians[name, where]:6.2f}' for where in checkouts)
         if args.against:
-            row += f'  this/against {statistics.median(times[name, "this"]) / statistics.median(times[name, "against"]):.2f}'
+            row += f'  this/against {medians[name, "this"] / medians[name, "against"]:.2f}'
         print(f'{name:52s} {row}')
 
 
