@@ -144,13 +144,15 @@ class Batches:
     Each pass draws a fresh random order from its own generator (seeded, so a run repeats exactly) and
     takes every image once; a batch is an index slice of that order, normalized as it is taken. A
     progress bar on stderr shows the pass; `position()` says where training is, for an interruption.
+    A list of seeds (--seeds: several nets trained as one) draws one order per seed, and batch i holds
+    batch i of each: images B x K x C x H x W, labels B x K.
     """
 
     at_batch_boundary = None  # while a script runs as a command, where plumbing.stops takes a stop signal
 
     def __init__(self, data, batch_size, seed, epochs, progress=True):
         self.data, self.batch_size, self.epochs, self.progress = data, batch_size, epochs, progress
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generators = [torch.Generator().manual_seed(s) for s in (seed if isinstance(seed, list) else [seed])]
         self.epoch = 0          # passes begun
         self.done = 0           # batches of this pass whose step has finished
 
@@ -165,19 +167,21 @@ class Batches:
             for start in range(0, len(self.data.train), self.batch_size):
                 if self.at_batch_boundary:
                     self.at_batch_boundary()
-                yield self.batch(order[..., start:start + self.batch_size])
+                yield self.batch(order[start:start + self.batch_size])
                 self.done += 1  # the loop asks for the next batch: this one's step has finished
                 bar.update()
 
     def shuffled_order(self):
-        """This pass's order: a random permutation of the training images, on the device."""
+        """This pass's order, on the device: a random permutation of the training images (N x K: one per seed)."""
         train = self.data.train
-        return torch.randperm(len(train), generator=self.generator).to(train.labels.device)
+        orders = [torch.randperm(len(train), generator=g) for g in self.generators]
+        return (orders[0] if len(orders) == 1 else torch.stack(orders, 1)).to(train.labels.device)
 
     def batch(self, idx):
         """(images, labels) of these training images, normalized."""
         train = self.data.train
-        return self.data.normalize(train.images[idx]), train.labels[idx]
+        images = self.data.normalize(train.images[idx.flatten()])  # (idx B x K: one gather for all the nets)
+        return images.view(*idx.shape, *images.shape[1:]), train.labels[idx]
 
     def position(self):
         return f'epoch {max(self.epoch, 1)}/{self.epochs} at batch {self.done}/{len(self)}'
@@ -200,7 +204,10 @@ def predict(model, data, split=None, batch_size=500):
 
 
 def test_accuracy(model, data):
-    """The fraction of the test images the model classifies right."""
+    """The fraction of the test images the model classifies right. (Several nets trained as one answer
+    for themselves: each net's, and their vote's.)"""
+    if hasattr(model, 'test_accuracy'):
+        return model.test_accuracy(data)
     return (predict(model, data) == data.test.labels).float().mean().item()
 
 

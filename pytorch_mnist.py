@@ -55,11 +55,12 @@ def sgd_step(model, loss_fn, optimizer, images, labels):
 
 def train(args, model, data, loss_fn):
     """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history,
-    and what --resume needs to go on from the end. (--seeds runs stacked.train_seeds, this loop's copy for
-    several nets at once: an edit here belongs there too.)"""
+    and what --resume needs to go on from the end. (With --seeds, `model` is several nets trained as one, and
+    this loop trains them all: plumbing/stacked.py says how.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = cuda_graph.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
-    batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=not args.no_progress)
+    batches = common.Batches(data, args.batch_size, args.seeds or args.seed, args.epochs,
+                             progress=not args.no_progress)  # --seeds: a batch order for each net
     history = {'loss': [], 'accuracy': []}
     first_epoch = saving.resume_into(args.resume_point, model, optimizer, batches, history)  # --resume; else 1
     boundary = saving.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
@@ -88,22 +89,28 @@ def main(argv=None):
     args = flags.parse_args(flags.make_parser(__doc__, NETS, RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args)  # --predict: your own images, read first
-    if args.seeds or saving.holds_several_nets(args):  # several nets at once: plumbing/stacked.py
-        return stacked.main(args, NETS[args.net], sgd_step, LOSSES[args.net], images=images)
-    torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
-    model = NETS[args.net]().to(args.device)
-    if args.load_model:  # checked before any data is read
-        saving.load_weights_into(model, args.saved_model['state_dict'], args)
-    if args.load_model and args.predict:  # classify your own images: no dataset needed
+    if args.seeds:  # several nets, each the one its --seed builds, trained as one: plumbing/stacked.py
+        model = stacked.seeded(NETS[args.net], args.seeds, args.device)
+        loss_fn = stacked.summed_over_nets(LOSSES[args.net])
+    else:
+        torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
+        model, loss_fn = NETS[args.net](), LOSSES[args.net]
+    model = model.to(args.device)
+    if args.load_model:  # the saved weights, checked before any data is read
+        saving.load_weights_into(model, args)
+    if args.load_model and args.predict:  # only your own images to classify: done, without a dataset
         own_images.predict(args, model, images)
         return model, None, None
     data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data)
     if args.load_model:  # a saved model: test it, train nothing
         history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
     else:
-        history, resume = train(args, model, data, LOSSES[args.net])
+        history, resume = train(args, model, data, loss_fn)
         print()  # an empty line, then the result line
-    print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
+    if args.seeds:  # each net's accuracy and their vote's, then their mean as the result line
+        stacked.print_results(history)
+    else:
+        print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
     saving.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
     if args.predict:
         own_images.predict(args, model, images)

@@ -3,8 +3,8 @@
 For each net, in one process and alternating for --repeats rounds:
 (1) one net: one training epoch as the scripts' train() runs it (common.Batches, the script's sgd_step
     through cuda_graph.graphed_on_cuda), then its test pass;
-(K) K nets at once: the same epoch as stacked.train_seeds runs it (stacked.StackedBatches, the same sgd_step
-    on stacked.StackedNets), then their test pass (each net's outputs and the vote).
+(K) K nets at once: the same epoch as the scripts' train() runs it with --seeds (common.Batches given the seeds,
+    the same sgd_step on stacked.StackedNets), then their test pass (each net's outputs and the vote).
 Printed: median seconds of each, "K/1" (the K nets' time over one net's: 1.0 would make them free) and
 "gain" (K separate runs over the K nets at once: how many times the throughput of running them one by one).
 
@@ -33,22 +33,21 @@ def one_net(build, loss_fn, lr, wd, data, device):
 
 
 def k_nets(build, loss_fn, lr, wd, data, device, seeds):
-    nets, generators = stacked.seeded_nets(build, seeds)
-    model = stacked.StackedNets(nets, seeds, generators if device.type == 'cpu' else None)
-    model = model.to(device, memory_format=common.memory_format_for(device))
+    """The same for K nets at once, as the scripts' train() runs them."""
+    model = stacked.seeded(build, seeds, device).to(device, memory_format=common.memory_format_for(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
     step = cuda_graph.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, stacked.summed_over_nets(loss_fn),
                                       optimizer)
-    batches = stacked.StackedBatches(data, 10, seeds, epochs=1, progress=False)
+    batches = common.Batches(data, 10, seeds, epochs=1, progress=False)
 
     def epoch():
         model.train()
         loss_sum = 0
         for images, labels in batches:
-            loss_sum += step(images, labels) * labels.shape[1]
+            loss_sum += step(images, labels) * len(labels)
         return loss_sum.item()
 
-    return timed(epoch, device), timed(lambda: stacked.test_accuracies(model, data), device)
+    return timed(epoch, device), timed(lambda: common.test_accuracy(model, data), device)
 
 
 def main():

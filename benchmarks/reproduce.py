@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import cifar_convnet  # noqa: E402
 import pytorch_mnist  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
-from plumbing import flags, saving, stops  # noqa: E402
+from plumbing import flags, saving, stacked, stops  # noqa: E402
 
 # name: (script, the published command's flags, the original's MNIST figure, Nielsen's (network3.py, ch. 6))
 MNIST_ROWS = {
@@ -105,6 +105,7 @@ def run_once(name, args, seed):
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as out:
         _, data, history = script.main(argv)
+    history = stacked.plain_history(history)  # several nets: each net's accuracies (per_net) and the vote's
     seconds = time.perf_counter() - start
     device = out.getvalue().splitlines()[0].removeprefix('Device: ')
     return {'row': name, 'dataset': args.dataset, 'command': command(name, args.dataset), 'argv': argv,

@@ -177,6 +177,8 @@ def parse_args(parser, argv=None):
             setattr(args, key, value)
     del args.recipes, args.default_batch_size, args.first_net, args.first_dataset
     args.saved_model = saving.read_checkpoint(args.load_model, args) if args.load_model else None  # read once, now
+    if args.saved_model and 'seeds' in args.saved_model:  # a file of several nets: theirs
+        args.seeds = args.saved_model['seeds']
     try:
         args.device = common.choose_device(args.device)
     except ValueError as e:
@@ -187,15 +189,14 @@ def parse_args(parser, argv=None):
 def adopt_saved_run(parser, args):
     """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
     error; --epochs may raise the total. Returns the resume point, its weights filled in."""
-    for other in ('load_model', 'seeds'):
-        if getattr(args, other):
-            parser.error(f'argument --resume: not allowed with --{other.replace("_", "-")}')
+    if args.load_model:
+        parser.error('argument --resume: not allowed with --load-model')
     checkpoint = saving.read_saved(args.resume, '--resume', args.script)
     point = checkpoint.get('resume')
     if point is None:
-        raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by --seeds, or before --resume '
-                        f'existed), not the state of a run; --load-model tests it')
-    run = point['run']
+        raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by a version that could not '
+                              f'go on with its run), not the state of a run; --load-model tests it')
+    run = {'seeds': None, **point['run']}  # (files from before --seeds could go on are of one net)
     for flag, saved in run.items():
         given = getattr(args, flag, None)
         if flag == 'epochs':  # the one flag that may differ: it may raise the total
@@ -210,8 +211,8 @@ def adopt_saved_run(parser, args):
                      f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
     args.save_model = args.save_model or args.resume
     print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
-    if point['weights'] is None:
-        point['weights'] = checkpoint['state_dict']
+    if point['weights'] is None:  # the same as the model's, saved once: one net's, or each net's of several
+        point['weights'] = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint['state_dicts']
     return point
 
 
@@ -225,4 +226,6 @@ def flag_as_given(flag, value):
     name = flag_name(flag)
     if value is None or value is False:
         return f'no {name}'
+    if isinstance(value, list):
+        return f'{name} {" ".join(map(str, value))}'
     return name if value is True else f'{name} {plain_number(value) if isinstance(value, float) else value}'

@@ -142,7 +142,7 @@ def probabilities(model, images, dataset, device):
     model.eval()
     x = data.normalize(images.to(device))
     several = hasattr(model, 'seeds')
-    outputs = model(x.expand(len(model.seeds), *x.shape)) if several else model(x)
+    outputs = model.each_net(x) if several else model(x)
     model.train(was_training)
     last = model.layers[-1] if several else model[-1] if isinstance(model, nn.Sequential) else None
     p = outputs / outputs.sum(-1, keepdim=True) if isinstance(last, nn.Sigmoid) else outputs.softmax(-1)

@@ -8,23 +8,25 @@ import tempfile
 import torch
 
 import common
-from plumbing import stops
+from plumbing import stacked, stops
 
 
-RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed')
+RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed', 'seeds')
 
 
 def resume_point(args, model, optimizer, batches, history):
     """What --resume needs to go on exactly from here, an epoch boundary: the epochs done, a copy of the
-    weights, the optimizer's state, the random generators of the batch order and of dropout, the history,
-    and the flags that define the run."""
+    weights, the optimizer's state, the random generators of the batch order and of dropout (each net's,
+    for several nets), the history, and the flags that define the run."""
+    orders = [generator.get_state() for generator in batches.generators]
     return {'epoch': len(history['accuracy']),
             'weights': {k: v.detach().clone() for k, v in model.state_dict().items()},
             'optimizer': copy.deepcopy(optimizer.state_dict()),
-            'batch_order': batches.generator.get_state(),
+            'batch_order': orders[0] if len(orders) == 1 else orders,
             'rng': torch.get_rng_state(),
+            'dropout': [generator.get_state() for generator in getattr(model, 'generators', None) or []],
             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            'history': {key: list(values) for key, values in history.items()},
+            'history': stacked.plain_history(history),
             'run': {flag: getattr(args, flag) for flag in RUN_FLAGS},
             'device': next(model.parameters()).device.type}
 
@@ -35,7 +37,10 @@ def resume_into(point, model, optimizer, batches, history):
     if point is None:
         return 1
     try:
-        model.load_state_dict(point['weights'])
+        if isinstance(point['weights'], list):  # several nets: each one's, as the file keeps them
+            model.load_nets(point['weights'])
+        else:
+            model.load_state_dict(point['weights'])
         optimizer.load_state_dict(point['optimizer'])
     except (RuntimeError, ValueError, KeyError) as e:
         raise stops.UserError(f'--resume: the saved run does not fit this net or optimizer, edited since? '
@@ -44,12 +49,16 @@ def resume_into(point, model, optimizer, batches, history):
     if point.get('device', device) != device:
         print(f'--resume: the run was on {point["device"]} and goes on on {device}: the same run, but not '
               f'the same numbers to the last digit', file=sys.stderr)
-    batches.generator.set_state(point['batch_order'])
+    orders = point['batch_order'] if isinstance(point['batch_order'], list) else [point['batch_order']]
+    for generator, state in zip(batches.generators, orders, strict=True):
+        generator.set_state(state)
+    for generator, state in zip(getattr(model, 'generators', None) or [], point.get('dropout', [])):
+        generator.set_state(state)
     batches.epoch = point['epoch']
     torch.set_rng_state(point['rng'])
     if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(point['cuda_rng'])
-    history.update({key: list(values) for key, values in point['history'].items()})
+    history.update(stacked.history_from_plain(point['history']))
     return point['epoch'] + 1
 
 
@@ -91,7 +100,7 @@ def save_outputs(args, model, data, history, resume=None, stopped=False):
             print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
     if args.plot and history['accuracy']:
         from plumbing.pictures import save_plot  # here: pictures saves through this module
-        failures += save_plot(args.plot, history, model, data)
+        failures += save_plot(args.plot, stacked.plain_history(history), model, data)
     if failures and stopped:
         print('\n'.join(failures), file=sys.stderr)
     elif failures:
@@ -111,8 +120,8 @@ def model_checkpoint(args, model, data, resume=None):
         checkpoint['state_dict'] = {k: v.cpu() for k, v in model.state_dict().items()}
     if resume is not None:
         checkpoint['resume'] = on_the_cpu(resume)
-        weights = checkpoint['resume']['weights']
-        if all(torch.equal(weights[k], v) for k, v in checkpoint['state_dict'].items()):
+        weights, now = checkpoint['resume']['weights'], model.state_dict()
+        if weights.keys() == now.keys() and all(torch.equal(weights[k], v.cpu()) for k, v in now.items()):
             checkpoint['resume']['weights'] = None  # the same as the model's: not saved twice
     return checkpoint
 
@@ -194,16 +203,14 @@ def read_checkpoint(path, args):
     return checkpoint
 
 
-def holds_several_nets(args):
-    """Was the --load-model file saved by a run with --seeds? (False without --load-model.)"""
-    return args.saved_model is not None and 'state_dicts' in args.saved_model
-
-
-def load_weights_into(model, state_dict, args):
-    """Put weights of the --load-model file (parse_args read it) into `model`, as model.load_state_dict
-    does; weights that do not fit are one stops.UserError."""
+def load_weights_into(model, args):
+    """Put the weights of the --load-model file (parse_args read it) into `model`: one net's, or each net's
+    of several (stacked.StackedNets); weights that do not fit are one stops.UserError."""
     try:
-        model.load_state_dict(state_dict)
+        if 'state_dicts' in args.saved_model:
+            model.load_nets(args.saved_model['state_dicts'])
+        else:
+            model.load_state_dict(args.saved_model['state_dict'])
     except RuntimeError as e:
         raise stops.UserError(f'--load-model {args.load_model}: the weights do not fit the {args.net!r} net '
                         f'({stops.last_line(e)})') from None

@@ -131,8 +131,9 @@ def test_the_nielsen_net_gives_its_outputs_as_shares(data_dir):
 
 @pytest.mark.numerics
 def test_several_nets_give_their_mean(data_dir):
-    nets, _ = stacked.seeded_nets(pytorch_mnist_convnet.simple, [1, 2])
-    model = stacked.StackedNets(nets, [1, 2]).to(memory_format=torch.channels_last)
+    model = stacked.seeded(pytorch_mnist_convnet.simple, [1, 2], torch.device('cpu'))
+    model = model.to(memory_format=torch.channels_last)
+    nets = model.nets()
     image = own_images.prepare(drawing(), 'mnist').unsqueeze(0)
     alone = [own_images.probabilities(net, image, 'mnist', torch.device('cpu')) for net in nets]
     mean = own_images.probabilities(model, image, 'mnist', torch.device('cpu'))

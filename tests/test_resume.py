@@ -8,7 +8,7 @@ import torch
 
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import stops
+from plumbing import stacked, stops
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
 from test_stops import stop_at_step
 
@@ -80,6 +80,36 @@ def test_a_finished_run_goes_on_with_more_epochs(data_dir, tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.numerics
+def test_a_stopped_run_of_five_nets_goes_on_exactly(data_dir, tmp_path, monkeypatch, capsys):
+    """--seeds with dropout (final): each net's batch order and dropout generator are part of the run. Fails
+    when --resume puts back one batch order for all the nets, or the dropout generators as they were at the
+    start, or the mean accuracy without each net's and the vote's."""
+    five = ['--net', 'final', '--epochs', '3', '--seeds', '1', '2', '3', '4', '5']
+    whole = pytorch_mnist_convnet.main(run(data_dir, *five))
+    out = capsys.readouterr().out
+    path = tmp_path / 'five.pt'
+    with monkeypatch.context() as patch:
+        stop_at_step(pytorch_mnist_convnet, patch, 15)  # batch 5 of epoch 2 (10 batches an epoch)
+        with pytest.raises(stops.Interrupted, match='in epoch 2/3 at batch 4/10'):
+            pytorch_mnist_convnet.main(run(data_dir, *five, '--save-model', str(path)))
+    capsys.readouterr()
+    resumed = pytorch_mnist_convnet.main(run(data_dir, '--resume', str(path)))
+    resumed_out, err = capsys.readouterr()
+    assert stacked.plain_history(resumed[2]) == stacked.plain_history(whole[2])
+    assert len(stacked.plain_history(whole[2])['per_net']) == 5
+    for (name, x), y in zip(whole[0].state_dict().items(), resumed[0].state_dict().values()):
+        assert torch.equal(x, y), name
+    assert epoch_lines(resumed_out) == epoch_lines(out)[1:]  # epochs 2 and 3, as the whole run printed them
+    assert resumed_out.splitlines()[-7:] == out.splitlines()[-7:]  # each seed, the vote, the mean
+    assert f'Going on with the run in {path}: epoch 2 of 3' in err
+    saved = torch.load(path, weights_only=True)
+    assert saved['seeds'] == [1, 2, 3, 4, 5] and saved['resume']['weights'] is None  # not the weights twice
+    with pytest.raises(SystemExit):  # another set of nets is another run
+        pytorch_mnist_convnet.main(run(data_dir, '--resume', str(path), '--seeds', '1', '2', '--epochs', '4'))
+    assert f'error: argument --seeds: the run in {path} has --seeds 1 2 3 4 5' in capsys.readouterr().err
+
+
 @pytest.fixture
 def saved_run(data_dir, tmp_path, capsys):
     path = tmp_path / 'simple.pt'
@@ -96,6 +126,7 @@ def saved_run(data_dir, tmp_path, capsys):
     (('--extend_data',), 'argument --extend_data: the run in {} has no --extend_data'),
     (('--epochs', '1'), 'argument --epochs: the run in {} has done 1 epochs of 1; give --epochs N with N above 1'),
     (('--load-model', 'x.pt'), 'argument --resume: not allowed with --load-model'),
+    (('--seeds', '1', '2'), 'argument --seeds: the run in {} has no --seeds'),
 ])
 def test_flags_that_contradict_the_saved_run_are_usage_errors(data_dir, saved_run, extra, message, capsys):
     with pytest.raises(SystemExit) as stop:

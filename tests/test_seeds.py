@@ -50,8 +50,9 @@ def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net
     would learn at lr / K), when Flatten orders the features differently, or (final) when a net's dropout
     masks are not the ones its seed draws."""
     seeds = [1, 2, 5]
-    nets, _, history = script.main(twenty_steps(data_dir, '--net', net, '--seeds', *map(str, seeds)))
-    for seed, stacked_net, accuracies in zip(seeds, nets, history['per_net']):
+    model, _, history = script.main(twenty_steps(data_dir, '--net', net, '--seeds', *map(str, seeds)))
+    nets = model.nets()
+    for seed, stacked_net, accuracies in zip(seeds, nets, stacked.plain_history(history)['per_net']):
         alone, _, alone_history = script.main(twenty_steps(data_dir, '--net', net, '--seed', str(seed)))
         for (name, expected), actual in zip(alone.state_dict().items(), stacked_net.state_dict().values()):
             assert actual.dtype == torch.float64
@@ -69,9 +70,9 @@ def test_cifar_nets_stack_too(cifar_dir, skip_md5, float64):
     """cifar_convnet's nets (3 colour channels, a conv without pooling) train stacked as alone."""
     argv = ['--data-dir', str(cifar_dir), '--device', 'cpu', '--epochs', '1', '--limit', '40', '--no-progress']
     for net in ('conv', 'final'):
-        nets, _, _ = cifar_convnet.main(argv + ['--net', net, '--seeds', '3', '4'])
+        model, _, _ = cifar_convnet.main(argv + ['--net', net, '--seeds', '3', '4'])
         alone, _, _ = cifar_convnet.main(argv + ['--net', net, '--seed', '4'])
-        for expected, actual in zip(alone.state_dict().values(), nets[1].state_dict().values()):
+        for expected, actual in zip(alone.state_dict().values(), model.nets()[1].state_dict().values()):
             torch.testing.assert_close(actual, expected)
 
 
@@ -138,9 +139,9 @@ def test_save_then_load_tests_every_net_and_the_vote(data_dir, tmp_path, capsys)
     assert checkpoint['seeds'] == [4, 5, 6] and len(checkpoint['state_dicts']) == 3
     for state_dict in checkpoint['state_dicts']:  # each net as the plain net keeps its weights
         pytorch_mnist_convnet.relu().load_state_dict(state_dict)
-    nets, _, history = pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--load-model', str(path)])
+    model, _, history = pytorch_mnist_convnet.main(argv + ['--net', 'relu', '--load-model', str(path)])
     assert capsys.readouterr().out.splitlines()[-5:] == trained  # the same Seed, Ensemble, result lines
-    assert history['loss'] == [] and len(nets) == 3
+    assert history['loss'] == [] and len(model.nets()) == 3
     with pytest.raises(stops.UserError, match='the weights do not fit'):
         checkpoint['state_dicts'][1] = pytorch_mnist_convnet.simple().state_dict()
         torch.save(checkpoint, tmp_path / 'bad.pt')
@@ -162,6 +163,19 @@ def test_plot_shows_every_net(data_dir, tmp_path, monkeypatch):
                         '--no-progress', '--seeds', '7', '8', '--plot', str(path)])
     assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert labels[:3] == ['seed 7', 'seed 8', 'majority vote']
+
+
+@pytest.mark.parametrize('script', [pytorch_mnist, pytorch_mnist_convnet])
+def test_seeds_train_through_the_scripts_own_loop_and_step(script, data_dir, monkeypatch, capsys):
+    """A learner's edit to train() or sgd_step reaches --seeds too. Fails when --seeds trains with a loop or a
+    step of its own."""
+    loops, steps = [], []
+    train, step = script.train, script.sgd_step
+    monkeypatch.setattr(script, 'train', lambda *args, **kwargs: loops.append(1) or train(*args, **kwargs))
+    monkeypatch.setattr(script, 'sgd_step', lambda *args: steps.append(1) or step(*args))
+    script.main(twenty_steps(data_dir, '--seeds', '1', '2'))
+    assert loops == [1] and len(steps) == 20  # 2 epochs of 10 batches, each step for both nets
+    capsys.readouterr()
 
 
 def test_a_stop_saves_every_net(data_dir, tmp_path, monkeypatch, capsys):
