@@ -85,7 +85,7 @@ def train(args, model, data, loss_fn=F.cross_entropy):
     batches = common.Batches(data, args.batch_size, args.seeds or args.seed, args.epochs,
                              progress=not args.no_progress)  # --seeds: a batch order for each net
     history = {'loss': [], 'accuracy': []}
-    first_epoch = saving.resume_into(args.resume_point, model, optimizer, batches, history)  # --resume; else 1
+    first_epoch = saving.resume_into(args, model, optimizer, batches, history)  # --resume; else 1
     boundary = saving.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
     try:
         for epoch in range(first_epoch, args.epochs + 1):

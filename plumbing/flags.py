@@ -165,7 +165,8 @@ def parse_args(parser, argv=None):
         parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
     if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
         args.seed, args.seeds = args.seeds[0], None
-    args.resume_point = adopt_saved_run(parser, args) if args.resume else None
+    if args.resume:
+        adopt_saved_run(parser, args)
     if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
         parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
                      f'the model')
@@ -176,9 +177,8 @@ def parse_args(parser, argv=None):
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     del args.recipes, args.default_batch_size, args.first_net, args.first_dataset
-    args.saved_model = saving.read_checkpoint(args.load_model, args) if args.load_model else None  # read once, now
-    if args.saved_model and 'seeds' in args.saved_model:  # a file of several nets: theirs
-        args.seeds = args.saved_model['seeds']
+    if args.load_model:  # checked now, before any work; a file of several nets gives their seeds
+        args.seeds = saving.read_checkpoint(args.load_model, args).get('seeds')
     try:
         args.device = common.choose_device(args.device)
     except ValueError as e:
@@ -188,7 +188,7 @@ def parse_args(parser, argv=None):
 
 def adopt_saved_run(parser, args):
     """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
-    error; --epochs may raise the total. Returns the resume point, its weights filled in."""
+    error; --epochs may raise the total. (train() reads the rest of the run: saving.resume_into.)"""
     if args.load_model:
         parser.error('argument --resume: not allowed with --load-model')
     checkpoint = saving.read_saved(args.resume, '--resume', args.script)
@@ -211,9 +211,6 @@ def adopt_saved_run(parser, args):
                      f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
     args.save_model = args.save_model or args.resume
     print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
-    if point['weights'] is None:  # the same as the model's, saved once: one net's, or each net's of several
-        point['weights'] = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint['state_dicts']
-    return point
 
 
 def flag_name(flag):

@@ -31,11 +31,16 @@ def resume_point(args, model, optimizer, batches, history):
             'device': next(model.parameters()).device.type}
 
 
-def resume_into(point, model, optimizer, batches, history):
-    """Put a resume point back into the model, optimizer, batches, random generators and history; returns
-    the first epoch to train (1 without a point)."""
-    if point is None:
+def resume_into(args, model, optimizer, batches, history):
+    """--resume PATH: put the run saved there back into the model, optimizer, batches, random generators
+    and history (flags.adopt_saved_run has checked it and taken its flags); returns the first epoch to
+    train: 1 without --resume."""
+    if not args.resume:
         return 1
+    checkpoint = read_saved(args.resume, '--resume', args.script)
+    point = checkpoint['resume']
+    if point['weights'] is None:  # the same as the model's, saved once: one net's, or each net's of several
+        point['weights'] = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint['state_dicts']
     try:
         if isinstance(point['weights'], list):  # several nets: each one's, as the file keeps them
             model.load_nets(point['weights'])
@@ -204,13 +209,14 @@ def read_checkpoint(path, args):
 
 
 def load_weights_into(model, args):
-    """Put the weights of the --load-model file (parse_args read it) into `model`: one net's, or each net's
-    of several (stacked.StackedNets); weights that do not fit are one stops.UserError."""
+    """Put the weights of the --load-model file (parse_args has checked it) into `model`: one net's, or each
+    net's of several (stacked.StackedNets); weights that do not fit are one stops.UserError."""
+    checkpoint = read_checkpoint(args.load_model, args)
     try:
-        if 'state_dicts' in args.saved_model:
-            model.load_nets(args.saved_model['state_dicts'])
+        if 'state_dicts' in checkpoint:
+            model.load_nets(checkpoint['state_dicts'])
         else:
-            model.load_state_dict(args.saved_model['state_dict'])
+            model.load_state_dict(checkpoint['state_dict'])
     except RuntimeError as e:
         raise stops.UserError(f'--load-model {args.load_model}: the weights do not fit the {args.net!r} net '
                         f'({stops.last_line(e)})') from None
