@@ -222,21 +222,13 @@ def stop_if_diverged(mean_loss, epoch):
 
 def choose_device(name='auto'):
     """`auto`: the accelerator torch finds (CUDA, MPS, ...), else the CPU. A named one must exist."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == 'auto':
-        accelerator = getattr(torch, 'accelerator', None)
+        accelerator = getattr(torch, 'accelerator', None)  # (an older torch has none: CUDA, then MPS)
         if accelerator is not None:
-            if accelerator.is_available():
-                return torch.device(accelerator.current_accelerator())
-            return torch.device('cpu')
-        if torch.cuda.is_available():
-            return torch.device('cuda')
-        if torch.backends.mps.is_available():
-            return torch.device('mps')
-        return torch.device('cpu')
-    available = {'cpu': True,
-                 'cuda': torch.cuda.is_available(),
-                 'mps': torch.backends.mps.is_available()}[name]
-    if not available:
+            return torch.device(accelerator.current_accelerator() if accelerator.is_available() else 'cpu')
+        return torch.device('cuda' if cuda else 'mps' if mps else 'cpu')
+    if not {'cpu': True, 'cuda': cuda, 'mps': mps}[name]:
         raise ValueError(f'--device {name}: no {name.upper()} device is available here; try --device auto')
     return torch.device(name)
 
