@@ -15,8 +15,12 @@ What differs, and why the book's published column differs from the original PyTo
   accuracy at the best validation epoch, a later epoch winning a tie (best_epoch). The default protocol
   reports the last epoch's test accuracy and holds nothing out.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
+
+import common
 
 # network3.py's runs in chapter 6, mini-batch size 10 (`final` on the expanded training set)
 RECIPES = {
@@ -37,6 +41,34 @@ def split(images, labels):
     """(training images, labels), (validation images, labels): the validation images are the last ones."""
     n = len(images) - validation_size(len(images))
     return (images[:n], labels[:n]), (images[n:], labels[n:])
+
+
+@dataclass
+class Data(common.Data):
+    validation: common.Split = None   # the held-out training images, on the device
+
+
+def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1):
+    """common.load_data as network3 had its data: the training split's last images held out to validate
+    (split), the rest shifted to 5x (extend: expand_mnist.py shifts the 50,000 only, then shuffles the
+    250,000 once, with its own generator here), and raw pixels: x / 255, no mean or std."""
+    splits = {}
+    for train in (True, False):
+        images, labels = common.read_split(name, data_dir, train)
+        images, labels = images[:limit], labels[:limit]
+        if pad:
+            images = torch.nn.functional.pad(images, (pad,) * 4)
+        splits[train] = images, labels
+    (images, labels), validation = split(*splits[True])
+    if extend:
+        images, labels = common.with_shifted_copies(images), labels.repeat(5)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        images, labels = images[order], labels[order]
+    on_device = [common.Split(x.to(device), y.to(device)) for x, y in ((images, labels), splits[False], validation)]
+    channels = on_device[0].images.shape[1]
+    raw = torch.zeros(1, channels, 1, 1, device=device), torch.ones(1, channels, 1, 1, device=device)
+    return Data(name, on_device[0], on_device[1], *raw, classes=common.DATASETS[name].classes,
+                validation=on_device[2])
 
 
 @torch.no_grad()
@@ -85,6 +117,37 @@ def weight_cost(net, lmbda, batches):
     """network3's L2 term: 0.5 * lmbda * (sum of the squared weights, biases left out) / batches, where
     batches is the number of mini-batches in an epoch. Its gradient for a weight w is lmbda / batches * w."""
     return 0.5 * lmbda * sum((w ** 2).sum() for name, w in net.named_parameters() if name.endswith('weight')) / batches
+
+
+class Accuracy(float):
+    """An epoch's test accuracy, as a float, that also holds the validation accuracy of that epoch; it prints
+    as `0.9876 (validation 0.9880)`."""
+
+    def __new__(cls, test, validation):
+        self = super().__new__(cls, test)
+        self.validation = validation
+        return self
+
+    def __reduce__(self):  # copy and pickle it whole
+        return Accuracy, (float(self), self.validation)
+
+    def __format__(self, spec):
+        return f'{float(self):{spec}} (validation {self.validation:{spec}})'
+
+
+def test_accuracy(model, data):
+    """The test accuracy, with the validation accuracy beside it (an Accuracy)."""
+    held_out = common.Data(data.name, None, data.validation, data.mean, data.std)  # validation as a test split
+    return Accuracy(common.test_accuracy(model, data), common.test_accuracy(model, held_out))
+
+
+def result_lines(history):
+    """After training: the epoch of best validation accuracy, then the result line, that epoch's test
+    accuracy."""
+    accuracies = history['accuracy']
+    best = best_epoch([a.validation for a in accuracies])
+    return [f'Best validation accuracy {accuracies[best].validation:.4f} at epoch {best + 1}/{len(accuracies)}',
+            f'Test data results: {float(accuracies[best]):.4f}']
 
 
 def best_epoch(validation):
