@@ -52,23 +52,14 @@ def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1):
     """common.load_data as network3 had its data: the training split's last images held out to validate
     (split), the rest shifted to 5x (extend: expand_mnist.py shifts the 50,000 only, then shuffles the
     250,000 once, with its own generator here), and raw pixels: x / 255, no mean or std."""
-    splits = {}
-    for train in (True, False):
-        images, labels = common.read_split(name, data_dir, train)
-        images, labels = images[:limit], labels[:limit]
-        if pad:
-            images = torch.nn.functional.pad(images, (pad,) * 4)
-        splits[train] = images, labels
-    (images, labels), validation = split(*splits[True])
+    data = common.load_data(name, data_dir, device, limit=limit, pad=pad)
+    (images, labels), validation = split(data.train.images, data.train.labels)
     if extend:
         images, labels = common.with_shifted_copies(images), labels.repeat(5)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(device)
         images, labels = images[order], labels[order]
-    on_device = [common.Split(x.to(device), y.to(device)) for x, y in ((images, labels), splits[False], validation)]
-    channels = on_device[0].images.shape[1]
-    raw = torch.zeros(1, channels, 1, 1, device=device), torch.ones(1, channels, 1, 1, device=device)
-    return Data(name, on_device[0], on_device[1], *raw, classes=common.DATASETS[name].classes,
-                validation=on_device[2])
+    return Data(name, common.Split(images, labels), data.test, torch.zeros_like(data.mean),
+                torch.ones_like(data.std), classes=data.classes, validation=common.Split(*validation))
 
 
 @torch.no_grad()
