@@ -39,13 +39,8 @@ def resume_into(args, model, optimizer, batches, history):
         return 1
     checkpoint = read_saved(args.resume, '--resume', args.script)
     point = checkpoint['resume']
-    if point['weights'] is None:  # the same as the model's, saved once: one net's, or each net's of several
-        point['weights'] = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint['state_dicts']
     try:
-        if isinstance(point['weights'], list):  # several nets: each one's, as the file keeps them
-            model.load_nets(point['weights'])
-        else:
-            model.load_state_dict(point['weights'])
+        put_weights(model, point['weights'] or saved_weights(checkpoint))  # None: the same as the model's
         optimizer.load_state_dict(point['optimizer'])
     except (RuntimeError, ValueError, KeyError) as e:
         raise stops.UserError(f'--resume: the saved run does not fit this net or optimizer, edited since? '
@@ -211,12 +206,23 @@ def read_checkpoint(path, args):
 def load_weights_into(model, args):
     """Put the weights of the --load-model file (parse_args has checked it) into `model`: one net's, or each
     net's of several (stacked.StackedNets); weights that do not fit are one stops.UserError."""
-    checkpoint = read_checkpoint(args.load_model, args)
+    weights = saved_weights(read_checkpoint(args.load_model, args))
     try:
-        if 'state_dicts' in checkpoint:
-            model.load_nets(checkpoint['state_dicts'])
-        else:
-            model.load_state_dict(checkpoint['state_dict'])
+        put_weights(model, weights)
     except RuntimeError as e:
         raise stops.UserError(f'--load-model {args.load_model}: the weights do not fit the {args.net!r} net '
                         f'({stops.last_line(e)})') from None
+
+
+def saved_weights(checkpoint):
+    """The weights a file keeps: one net's state_dict, or a list of them, one per net (a --seeds run)."""
+    return checkpoint['state_dicts'] if 'state_dicts' in checkpoint else checkpoint['state_dict']
+
+
+def put_weights(model, weights):
+    """saved_weights back into the model: model.load_state_dict, or each net's (stacked.StackedNets.load_nets);
+    weights that do not fit are load_state_dict's RuntimeError."""
+    if isinstance(weights, list):
+        model.load_nets(weights)
+    else:
+        model.load_state_dict(weights)
