@@ -1,29 +1,35 @@
-"""Nielsen's own protocol: how the book's code (network3.py for chapter 6) trained and reported its nets, in
-the pieces where it differs from the scripts' default. Read them beside chapter 6 and src/network3.py of
-mnielsen/neural-networks-and-deep-learning.
+"""Nielsen's own protocol (`--book`): how the book's code trained and reported its nets, in the pieces where
+it differs from the scripts' default. Read them beside chapters 1 and 6 and src/network.py, src/network3.py
+and src/expand_mnist.py of mnielsen/neural-networks-and-deep-learning.
 
 What differs, and why the book's published column differs from the original PyTorch version's:
-- Data: the first 50,000 MNIST training images train and the last 10,000 validate (mnist.pkl.gz's split);
-  the pixels are the raw values in [0, 1], with no mean/std normalization. network3 walks the training set
-  in the same order every epoch (it never reshuffles), and drops a last batch that is not full.
-- Initial weights: N(0, 1/n_out) for conv and fully connected weights (init_weights says what n_out is),
-  N(0, 1) for their biases, zeros for the softmax layer.
-- Cost: the log-likelihood of the softmax, plus 0.5 * lambda * (sum of every squared weight, biases left
-  out) / (mini-batches per epoch) (weight_cost).
+- Data (load_data): the first 50,000 MNIST training images train and the last 10,000 validate
+  (mnist.pkl.gz's split); the pixels are the raw values in [0, 1], with no mean/std normalization.
+  network3 walks the training set in the same order every epoch (it never reshuffles) and drops a last batch
+  that is not full; network.py (chapter 1) shuffles every epoch.
+- Initial weights (network3_net, network_py_net): network3 draws N(0, 1/n_out) for conv and fully connected
+  weights and N(0, 1) for their biases, and starts the softmax layer at zero; network.py draws N(0, 1) for
+  everything.
+- Cost (cost): network3 minimizes the log-likelihood of the softmax plus 0.5 * lambda * (sum of every
+  squared weight, biases left out) / (mini-batches per epoch); network.py the quadratic cost 1/2 |y - a|^2,
+  averaged over the batch.
 - Dropout scales at test time, not in training (Dropout).
-- Reporting: the validation accuracy after each epoch picks the epoch, and the published figure is the test
-  accuracy at the best validation epoch, a later epoch winning a tie (best_epoch). The default protocol
-  reports the last epoch's test accuracy and holds nothing out.
+- Reporting (result_lines): the validation accuracy after each epoch picks the epoch, and the published
+  figure is the test accuracy at the best validation epoch, a later epoch winning a tie. The default
+  protocol holds nothing out and reports the last epoch's test accuracy.
 """
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import common
 
-# network3.py's runs in chapter 6, mini-batch size 10 (`final` on the expanded training set)
+# The book's runs, at mini-batch size 10: network3.py's in chapter 6 (`final` and `relu --extend_data` on
+# the expanded training set), network.py's [784, 100, 10] in chapter 1 (96.59 % on MNIST).
 RECIPES = {
+    'nielsen': dict(epochs=30, lr=3.0, lmbda=0.0),
     'simple': dict(epochs=60, lr=0.1, lmbda=0.0),
     '2conv': dict(epochs=60, lr=0.1, lmbda=0.0),
     'relu': dict(epochs=60, lr=0.03, lmbda=0.1),
@@ -47,11 +53,19 @@ def split(images, labels):
 class Data(common.Data):
     validation: common.Split = None   # the held-out training images, on the device
 
+    def test_accuracy(self, model):
+        """The test accuracy, with the validation accuracy beside it (an Accuracy): common.test_accuracy
+        asks data that has a validation split for this."""
+        test = common.Data(self.name, None, self.test, self.mean, self.std)
+        held_out = common.Data(self.name, None, self.validation, self.mean, self.std)  # validation as a test split
+        return Accuracy(common.test_accuracy(model, test), common.test_accuracy(model, held_out))
 
-def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1):
-    """common.load_data as network3 had its data: the training split's last images held out to validate
-    (split), the rest shifted to 5x (extend: expand_mnist.py shifts the 50,000 only, then shuffles the
-    250,000 once, with its own generator here), and raw pixels: x / 255, no mean or std."""
+
+def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1, fixed_order=True):
+    """common.load_data as the book's code had its data: the training split's last images held out to
+    validate (split), the rest shifted to 5x (extend: expand_mnist.py shifts the 50,000 only, then shuffles
+    the 250,000 once, with its own generator here), and raw pixels: x / 255, no mean or std.
+    fixed_order: network3's batches, the same order every epoch; False: network.py's, reshuffled each epoch."""
     data = common.load_data(name, data_dir, device, limit=limit, pad=pad)
     (images, labels), validation = split(data.train.images, data.train.labels)
     if extend:
@@ -59,7 +73,33 @@ def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1):
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(device)
         images, labels = images[order], labels[order]
     return Data(name, common.Split(images, labels), data.test, torch.zeros_like(data.mean),
-                torch.ones_like(data.std), classes=data.classes, validation=common.Split(*validation))
+                torch.ones_like(data.std), classes=data.classes, fixed_order=fixed_order,
+                validation=common.Split(*validation))
+
+
+def network3_net(make_net):
+    """make_net, built as network3 builds its layers: its dropout is the book's (Dropout), and its initial
+    weights are network3's (init_weights)."""
+    def make():
+        net = make_net()
+        for i, layer in enumerate(net):
+            if isinstance(layer, nn.Dropout):
+                net[i] = Dropout(layer.p)
+        return init_weights(net)
+    make.__name__ = make_net.__name__
+    return make
+
+
+def network_py_net(make_net):
+    """make_net, with network.py's initial weights: N(0, 1) for every weight and bias (chapter 1)."""
+    def make():
+        net = make_net()
+        with torch.no_grad():
+            for parameter in net.parameters():
+                parameter.normal_(0, 1)
+        return net
+    make.__name__ = make_net.__name__
+    return make
 
 
 @torch.no_grad()
@@ -88,15 +128,13 @@ def init_weights(net):
     return net
 
 
-class Dropout(nn.Module):
+class Dropout(nn.Dropout):
     """network3's dropout: in training each input is kept with probability 1 - p and not scaled; at test
     time every input is multiplied by 1 - p instead. PyTorch's nn.Dropout divides by 1 - p in training and
     does nothing at test time: the same function, had the next layer's weights been scaled by 1 - p, but not
     the same training run, since SGD then moves other weights by other steps. This one is exact."""
 
-    def __init__(self, p=0.5):
-        super().__init__()
-        self.p = p
+    scaled_at_test = True  # (--seeds stacks it as such)
 
     def forward(self, x):
         if not self.training:
@@ -106,39 +144,73 @@ class Dropout(nn.Module):
 
 def weight_cost(net, lmbda, batches):
     """network3's L2 term: 0.5 * lmbda * (sum of the squared weights, biases left out) / batches, where
-    batches is the number of mini-batches in an epoch. Its gradient for a weight w is lmbda / batches * w."""
-    return 0.5 * lmbda * sum((w ** 2).sum() for name, w in net.named_parameters() if name.endswith('weight')) / batches
+    batches is the number of mini-batches in an epoch. Its gradient for a weight w is lmbda / batches * w.
+    (Several nets stacked as one, --seeds: their mean, which plumbing/stacked.py's loss turns into each net's
+    own gradient.)"""
+    squares = sum((w ** 2).sum() for name, w in net.named_parameters() if name.endswith('weight'))
+    return 0.5 * lmbda * squares / batches / len(getattr(net, 'seeds', [1]))
+
+
+def half_squared_error(outputs, labels):
+    """network.py's quadratic cost: 1/2 |y - a|^2 for the one-hot target y, averaged over the batch."""
+    return 0.5 * (outputs - F.one_hot(labels, outputs.shape[-1]).to(outputs.dtype)).pow(2).sum(-1).mean()
+
+
+def cost(loss_fn, net, lmbda, batches):
+    """The cost network3 minimizes: loss_fn plus weight_cost."""
+    if not lmbda:
+        return loss_fn
+
+    def loss_plus_weight_cost(outputs, labels):
+        return loss_fn(outputs, labels) + weight_cost(net, lmbda, batches)
+    return loss_plus_weight_cost
 
 
 class Accuracy(float):
     """An epoch's test accuracy, as a float, that also holds the validation accuracy of that epoch; it prints
-    as `0.9876 (validation 0.9880)`."""
+    as `0.9876, validation 0.9880`. (Several nets: `test` and `validation` each hold every net's.)"""
 
     def __new__(cls, test, validation):
         self = super().__new__(cls, test)
-        self.validation = validation
+        self.test, self.validation = test, validation
         return self
 
     def __reduce__(self):  # copy and pickle it whole
-        return Accuracy, (float(self), self.validation)
+        return Accuracy, (self.test, self.validation)
 
     def __format__(self, spec):
-        return f'{float(self):{spec}} (validation {self.validation:{spec}})'
+        return f'{self.test:{spec}}, validation {float(self.validation):{spec}}'
 
 
-def test_accuracy(model, data):
-    """The test accuracy, with the validation accuracy beside it (an Accuracy)."""
-    held_out = common.Data(data.name, None, data.validation, data.mean, data.std)  # validation as a test split
-    return Accuracy(common.test_accuracy(model, data), common.test_accuracy(model, held_out))
-
-
-def result_lines(history):
+def result_lines(history, trained=True):
     """After training: the epoch of best validation accuracy, then the result line, that epoch's test
-    accuracy."""
+    accuracy. Several nets (--seeds): each net's at its own best epoch, the vote of the nets as the last
+    epoch left them (the book's ensemble), then the mean of the nets' results. A saved model tested
+    (trained=False): its validation accuracy, then its test accuracy."""
     accuracies = history['accuracy']
-    best = best_epoch([a.validation for a in accuracies])
-    return [f'Best validation accuracy {accuracies[best].validation:.4f} at epoch {best + 1}/{len(accuracies)}',
-            f'Test data results: {float(accuracies[best]):.4f}']
+    epochs = len(accuracies)
+    several = hasattr(accuracies[0].test, 'per_net')
+    if not trained:
+        last = accuracies[-1]
+        if not several:
+            return [f'Validation accuracy {last.validation:.4f}', f'Test data results: {last.test:.4f}']
+        return ([f'Seed {seed}: {test:.4f}, validation {validation:.4f}' for seed, test, validation
+                 in zip(last.test.seeds, last.test.per_net, last.validation.per_net)]
+                + [f'Ensemble of {len(last.test.seeds)} nets (majority vote): {last.test.vote:.4f}',
+                   f'Test data results: {float(last.test):.4f}'])
+    if not several:
+        best = best_epoch([a.validation for a in accuracies])
+        return [f'Best validation accuracy {accuracies[best].validation:.4f} at epoch {best + 1}/{epochs}',
+                f'Test data results: {accuracies[best].test:.4f}']
+    lines, results = [], []
+    for k, seed in enumerate(accuracies[0].test.seeds):
+        best = best_epoch([a.validation.per_net[k] for a in accuracies])
+        results.append(accuracies[best].test.per_net[k])
+        lines.append(f'Seed {seed}: {results[-1]:.4f} at epoch {best + 1}/{epochs}, its best validation accuracy '
+                     f'{accuracies[best].validation.per_net[k]:.4f}')
+    return lines + [f'Ensemble of {len(results)} nets (majority vote, after the last epoch): '
+                    f'{accuracies[-1].test.vote:.4f}',
+                    f'Test data results: {sum(results) / len(results):.4f}']
 
 
 def best_epoch(validation):

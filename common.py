@@ -85,6 +85,7 @@ class Data:
     mean: torch.Tensor      # 1 x C x 1 x 1, on the device
     std: torch.Tensor
     classes: tuple = field(default=())
+    fixed_order: bool = False   # True: Batches walks the training split in the same order every epoch (--book)
 
     def normalize(self, images):
         """uint8 images -> float (torch's default dtype), the arithmetic of ToTensor (x / 255) then Normalize
@@ -145,7 +146,8 @@ class Batches:
     takes every image once; a batch is an index slice of that order, normalized as it is taken. A
     progress bar on stderr shows the pass; `position()` says where training is, for an interruption.
     A list of seeds (--seeds: several nets trained as one) draws one order per seed, and batch i holds
-    batch i of each: images B x K x C x H x W, labels B x K.
+    batch i of each: images B x K x C x H x W, labels B x K. Data with `fixed_order` (--book) is walked as
+    network3 walks it: in the order it is stored, every epoch, leaving out a last batch that is not full.
     """
 
     at_batch_boundary = None  # while a script runs as a command, where plumbing.stops takes a stop signal
@@ -157,6 +159,8 @@ class Batches:
         self.done = 0           # batches of this pass whose step has finished
 
     def __len__(self):
+        if self.data.fixed_order:
+            return len(self.data.train) // self.batch_size
         return math.ceil(len(self.data.train) / self.batch_size)
 
     def __iter__(self):
@@ -164,7 +168,7 @@ class Batches:
         order = self.shuffled_order()
         with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
                   file=sys.stderr, disable=None if self.progress else True) as bar:
-            for start in range(0, len(self.data.train), self.batch_size):
+            for start in range(0, len(self) * self.batch_size, self.batch_size):
                 if self.at_batch_boundary:
                     self.at_batch_boundary()
                 yield self.batch(order[start:start + self.batch_size])
@@ -174,7 +178,10 @@ class Batches:
     def shuffled_order(self):
         """This pass's order, on the device: a random permutation of the training images (N x K: one per seed)."""
         train = self.data.train
-        orders = [torch.randperm(len(train), generator=g) for g in self.generators]
+        if self.data.fixed_order:
+            orders = [torch.arange(len(train))] * len(self.generators)
+        else:
+            orders = [torch.randperm(len(train), generator=g) for g in self.generators]
         return (orders[0] if len(orders) == 1 else torch.stack(orders, 1)).to(train.labels.device)
 
     def batch(self, idx):
@@ -205,7 +212,9 @@ def predict(model, data, split=None, batch_size=500):
 
 def test_accuracy(model, data):
     """The fraction of the test images the model classifies right. (Several nets trained as one answer
-    for themselves: each net's, and their vote's.)"""
+    for themselves: each net's, and their vote's; data with a validation split, --book, gives both.)"""
+    if hasattr(data, 'test_accuracy'):
+        return data.test_accuracy(model)
     if hasattr(model, 'test_accuracy'):
         return model.test_accuracy(data)
     return (predict(model, data) == data.test.labels).float().mean().item()

@@ -8,7 +8,7 @@ scores (logits); the softmax is applied inside the cross-entropy, which is how P
 Try either quickly with `--epochs 1 --limit 1000`; `--help` lists every flag.
 Then: `--seeds 1 2 3 4 5` trains five nets at once and lets them vote; `--save-model m.pt` keeps a run,
 `--resume m.pt` goes on with it after a stop, and `--load-model m.pt --predict my_digit.png` classifies
-your own images.
+your own images. `--book` trains as the book's own network.py did (book.py): the book's 96.59 %.
 """
 import time
 
@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import book
 import common
 from plumbing import cuda_graph, flags, own_images, saving, stacked, stops
 
@@ -86,28 +87,36 @@ def train(args, model, data, loss_fn):
 
 
 def main(argv=None):
-    args = flags.parse_args(flags.make_parser(__doc__, NETS, RECIPES), argv)
+    args = flags.parse_args(flags.make_parser(__doc__, NETS, RECIPES, book=book.RECIPES), argv)
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args)  # --predict: your own images, read first
+    make_net = book.network_py_net(NETS[args.net]) if args.book else NETS[args.net]  # --book: N(0, 1) weights
+    loss_fn = book.half_squared_error if args.book else LOSSES[args.net]  # --book: the book's 1/2 |y - a|^2
     if args.seeds:  # several nets, each the one its --seed builds, trained as one: plumbing/stacked.py
-        model = stacked.seeded(NETS[args.net], args.seeds, args.device)
-        loss_fn = stacked.summed_over_nets(LOSSES[args.net])
+        model = stacked.seeded(make_net, args.seeds, args.device)
+        loss_fn = stacked.summed_over_nets(loss_fn)
     else:
         torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
-        model, loss_fn = NETS[args.net](), LOSSES[args.net]
+        model = make_net()
     model = model.to(args.device)
     if args.load_model:  # the saved weights, checked before any data is read
         saving.load_weights_into(model, args)
     if args.load_model and args.predict:  # only your own images to classify: done, without a dataset
         own_images.predict(args, model, images)
         return model, None, None
-    data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data)
+    if args.book:  # network.py's data: 10,000 training images held out, raw pixels, reshuffled every epoch
+        data = book.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
+                              fixed_order=False)
+    else:
+        data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data)
     if args.load_model:  # a saved model: test it, train nothing
         history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
     else:
         history, resume = train(args, model, data, loss_fn)
         print()  # an empty line, then the result line
-    if args.seeds:  # each net's accuracy and their vote's, then their mean as the result line
+    if args.book:  # the epoch of best validation accuracy, then the test accuracy there
+        print('\n'.join(book.result_lines(history, trained=not args.load_model)), flush=True)
+    elif args.seeds:  # each net's accuracy and their vote's, then their mean as the result line
         stacked.print_results(history)
     else:
         print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)

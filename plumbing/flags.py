@@ -76,7 +76,7 @@ non_negative_float.__name__ = 'number'
 seed_number.__name__ = 'integer'
 output_path.__name__ = picture_path.__name__ = 'path'
 
-TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'batch_size', 'extend_data', 'seed', 'seeds', 'save_model')
+TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds', 'save_model')
 
 
 def plain_number(value):
@@ -93,10 +93,12 @@ def recipe_default(key, recipes):
             + ')')
 
 
-def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_size=10, extend=True):
-    """The flags every training script shares. `recipes[net]` holds that net's default epochs, lr, wd."""
+def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_size=10, extend=True, book=None):
+    """The flags every training script shares. `recipes[net]` holds that net's default epochs, lr, wd;
+    `book[net]`, for the nets in Nielsen's book, the book's epochs, lr and lmbda (--book, book.py)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     first = next(iter(nets))
+    book = {net: recipe for net, recipe in (book or {}).items() if net in nets}
     parser.add_argument('--net', choices=list(nets), help=f'which network (default: {first})')
     parser.add_argument('--epochs', type=positive_int, help='training epochs ' + recipe_default('epochs', recipes))
     parser.add_argument('--lr', type=positive_float, help='SGD learning rate ' + recipe_default('lr', recipes))
@@ -109,6 +111,18 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
         parser.add_argument('--extend_data', '--extend-data', action='store_true', default=None,
                             help='add the training images shifted one pixel right, left, up and down '
                                  '(5x the data) (default: off)')
+    if book:
+        parser.add_argument('--book', action='store_true', default=None,
+                            help='train and report as the book\'s own code did (book.py): 50,000 images train '
+                                 'and 10,000 validate, raw pixels, the book\'s initial weights, cost and '
+                                 'dropout, and the test accuracy at the best validation epoch; the defaults are '
+                                 'the book\'s recipes: ' + ', '.join(
+                                     f'{net} {recipe["epochs"]} epochs, lr {plain_number(recipe["lr"])}'
+                                     + (f', lmbda {plain_number(recipe["lmbda"])}' if recipe['lmbda'] else '')
+                                     for net, recipe in book.items()) + ' (default: off)')
+        parser.add_argument('--lmbda', type=non_negative_float,
+                            help='with --book: the L2 regularization of the book\'s cost, lambda '
+                                 + recipe_default('lmbda', book))
     parser.add_argument('--data-dir', default='./data',
                         help='where the data is, or is downloaded to (default: ./data)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
@@ -145,8 +159,8 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                              '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --save-model) '
                              'are then a usage error (default: train)')
     script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
-    parser.set_defaults(recipes=recipes, script=script, first_net=first, first_dataset=datasets[0],
-                        default_batch_size=batch_size)
+    parser.set_defaults(recipes=recipes, book_recipes=book or {}, script=script, first_net=first,
+                        first_dataset=datasets[0], default_batch_size=batch_size)
     return parser
 
 
@@ -165,6 +179,11 @@ def parse_args(parser, argv=None):
         parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
     if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
         args.seed, args.seeds = args.seeds[0], None
+    if getattr(args, 'book', None) and args.wd is not None:
+        parser.error('argument --wd: --book trains with the book\'s L2 term instead of weight decay; give '
+                     '--lmbda L for it')
+    if getattr(args, 'lmbda', None) is not None and not getattr(args, 'book', None) and not args.resume:
+        parser.error('argument --lmbda: it is the L2 term of the book\'s cost; add --book (or use --wd)')
     if args.resume:
         adopt_saved_run(parser, args)
     if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
@@ -173,12 +192,21 @@ def parse_args(parser, argv=None):
     args.net = args.net or args.first_net
     args.dataset = getattr(args, 'dataset', None) or args.first_dataset
     args.extend_data = bool(getattr(args, 'extend_data', False))
-    for key, value in {**args.recipes[args.net], 'batch_size': args.default_batch_size, 'seed': 1}.items():
+    args.book = bool(getattr(args, 'book', False))
+    if args.book and args.net not in args.book_recipes:
+        parser.error(f'argument --book: the book has no {args.net!r} net; --book trains '
+                     f'{", ".join("--net " + net for net in args.book_recipes)}')
+    recipe = {**args.book_recipes[args.net], 'wd': 0.0} if args.book else {**args.recipes[args.net], 'lmbda': None}
+    for key, value in {**recipe, 'batch_size': args.default_batch_size, 'seed': 1}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    del args.recipes, args.default_batch_size, args.first_net, args.first_dataset
+    del args.recipes, args.book_recipes, args.default_batch_size, args.first_net, args.first_dataset
     if args.load_model:  # checked now, before any work; a file of several nets gives their seeds
-        args.seeds = saving.read_checkpoint(args.load_model, args).get('seeds')
+        checkpoint = saving.read_checkpoint(args.load_model, args)
+        if args.book and not checkpoint.get('book', False):
+            parser.error(f'argument --book: the --load-model file {args.load_model} was trained without --book; '
+                         f'drop --book')
+        args.seeds, args.book = checkpoint.get('seeds'), checkpoint.get('book', False)
     try:
         args.device = common.choose_device(args.device)
     except ValueError as e:
@@ -196,7 +224,7 @@ def adopt_saved_run(parser, args):
     if point is None:
         raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by a version that could not '
                               f'go on with its run), not the state of a run; --load-model tests it')
-    run = {'seeds': None, **point['run']}  # (files from before --seeds could go on are of one net)
+    run = {'seeds': None, 'book': False, 'lmbda': None, **point['run']}  # (files from before those flags)
     for flag, saved in run.items():
         given = getattr(args, flag, None)
         if flag == 'epochs':  # the one flag that may differ: it may raise the total

@@ -131,13 +131,17 @@ def centred(box, size, by_mass):
 
 
 @torch.no_grad()
-def probabilities(model, images, dataset, device):
+def probabilities(model, images, dataset, device, raw_pixels=False):
     """The model's probability of each class for uint8 images N x C x H x W, on the CPU: N x classes.
+    raw_pixels: the net was trained on x / 255 with no mean or std (--book).
 
     Softmax of the outputs; for a net whose outputs are ten separate sigmoids (Nielsen's chapter 1 net), the
     outputs scaled to sum to 1. A model of several nets (stacked.StackedNets) gives the nets' mean.
     """
-    data = common.Data(dataset, None, None, *common.normalization(dataset, device))  # for its normalize
+    mean, std = common.normalization(dataset, device)
+    if raw_pixels:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    data = common.Data(dataset, None, None, mean, std)  # for its normalize
     was_training = model.training
     model.eval()
     x = data.normalize(images.to(device))
@@ -156,7 +160,7 @@ def predict(args, model, prepared):
     classes = common.DATASETS[args.dataset].classes
     failures = unreadable(prepared)
     if good:
-        p = probabilities(model, torch.stack(list(good.values())), args.dataset, args.device)
+        p = probabilities(model, torch.stack(list(good.values())), args.dataset, args.device, raw_pixels=args.book)
         for path, row in zip(good, p):
             if not good[path].any():
                 print(f'--predict {path}: the image is one colour, with nothing drawn on it; classified as a blank',

@@ -48,6 +48,10 @@ def save_plot(path, history, model, data):
         ax.legend(loc='lower right', fontsize=8)
     else:
         ax.plot(epochs, history['accuracy'], 'o-', color='tab:blue', label='test accuracy')
+    if 'validation' in history:  # --book: the held-out images' accuracy, which picks the reported epoch
+        ax.plot(epochs, history['validation']['accuracy'], 'D:', color='tab:green',
+                label='validation accuracy' + (' (mean of the nets)' if several else ''))
+        ax.legend(loc='lower right', fontsize=8)
     ax.set_xlabel('epoch')
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel('test accuracy', color='tab:blue')

@@ -7,11 +7,13 @@ import tempfile
 
 import torch
 
+import book
 import common
 from plumbing import stacked, stops
 
 
-RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed', 'seeds')
+RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed', 'seeds',
+             'book', 'lmbda')
 
 
 def resume_point(args, model, optimizer, batches, history):
@@ -26,8 +28,8 @@ def resume_point(args, model, optimizer, batches, history):
             'rng': torch.get_rng_state(),
             'dropout': [generator.get_state() for generator in getattr(model, 'generators', None) or []],
             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            'history': stacked.plain_history(history),
-            'run': {flag: getattr(args, flag) for flag in RUN_FLAGS},
+            'history': plain_history(history),
+            'run': {flag: getattr(args, flag, None) for flag in RUN_FLAGS},
             'device': next(model.parameters()).device.type}
 
 
@@ -58,8 +60,29 @@ def resume_into(args, model, optimizer, batches, history):
     torch.set_rng_state(point['rng'])
     if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(point['cuda_rng'])
-    history.update(stacked.history_from_plain(point['history']))
+    history.update(history_from_plain(point['history']))
     return point['epoch'] + 1
+
+
+def plain_history(history):
+    """The history in plain numbers, for a file or a picture (stacked.plain_history); with a validation
+    accuracy beside each test accuracy (--book: book.Accuracy), the validation history under 'validation'."""
+    accuracies = history['accuracy']
+    if not accuracies or not isinstance(accuracies[0], book.Accuracy):
+        return stacked.plain_history(history)
+    plain = stacked.plain_history({'loss': history['loss'], 'accuracy': [a.test for a in accuracies]})
+    plain['validation'] = stacked.plain_history({'loss': [], 'accuracy': [a.validation for a in accuracies]})
+    return plain
+
+
+def history_from_plain(plain):
+    """plain_history, undone."""
+    if 'validation' not in plain:
+        return stacked.history_from_plain(plain)
+    history = stacked.history_from_plain({key: value for key, value in plain.items() if key != 'validation'})
+    validation = stacked.history_from_plain(plain['validation'])['accuracy']
+    history['accuracy'] = [book.Accuracy(test, held_out) for test, held_out in zip(history['accuracy'], validation)]
+    return history
 
 
 def atomic_write(path, write):
@@ -100,7 +123,7 @@ def save_outputs(args, model, data, history, resume=None, stopped=False):
             print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
     if args.plot and history['accuracy']:
         from plumbing.pictures import save_plot  # here: pictures saves through this module
-        failures += save_plot(args.plot, stacked.plain_history(history), model, data)
+        failures += save_plot(args.plot, plain_history(history), model, data)
     if failures and stopped:
         print('\n'.join(failures), file=sys.stderr)
     elif failures:
@@ -111,9 +134,10 @@ def model_checkpoint(args, model, data, resume=None):
     """The weights with what is needed to use them again: script, net, dataset, normalization; and `resume`,
     what --resume needs to go on with the run. Several nets trained at once (stacked.StackedNets) are saved
     as one state_dict per net, with their seeds."""
-    info = common.DATASETS[data.name]
-    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name,
-                  'mean': list(info.mean), 'std': list(info.std)}
+    info, raw_pixels = common.DATASETS[data.name], bool(getattr(args, 'book', False))  # --book: x / 255 alone
+    checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name, 'book': raw_pixels,
+                  'mean': [0.0] * len(info.mean) if raw_pixels else list(info.mean),
+                  'std': [1.0] * len(info.std) if raw_pixels else list(info.std)}
     if hasattr(model, 'seeds'):
         checkpoint.update(seeds=list(model.seeds), state_dicts=model.state_dicts())
     else:

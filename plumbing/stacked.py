@@ -240,7 +240,7 @@ def stacked_layer(i, layers, seen, generators):
     if isinstance(first, nn.Flatten) and (first.start_dim, first.end_dim) == (1, -1) and not flat:
         return StackedFlatten(len(layers), on_images=nn.Conv2d not in seen)
     if isinstance(first, nn.Dropout) and flat:
-        return StackedDropout(first.p, generators)
+        return StackedDropout(first.p, generators, scaled_at_test=getattr(first, 'scaled_at_test', False))
     if isinstance(first, SAME_FOR_EVERY_NET):
         return copy.deepcopy(first)
     raise stops.UserError(f'--seeds cannot stack layer {i} ({first}): it knows Conv2d before Flatten, Linear and '
@@ -315,20 +315,23 @@ class StackedFlatten(nn.Module):
 
 class StackedDropout(nn.Module):
     """Dropout for K x B x F. With one generator per net, net k's mask is drawn from its own generator,
-    exactly as F.dropout draws it on the CPU (a Bernoulli sample, divided by 1 - p): the single run's masks."""
+    exactly as F.dropout draws it on the CPU (a Bernoulli sample, divided by 1 - p): the single run's masks.
+    scaled_at_test: the book's dropout (book.Dropout), kept inputs unscaled, every input times 1 - p at test."""
 
-    def __init__(self, p, generators=None):
+    def __init__(self, p, generators=None, scaled_at_test=False):
         super().__init__()
-        self.p, self.generators = p, generators
+        self.p, self.generators, self.scaled_at_test = p, generators, scaled_at_test
 
     def forward(self, x):
-        if not self.training or self.p == 0:
+        if not self.training:
+            return x * (1 - self.p) if self.scaled_at_test else x
+        if self.p == 0:
             return x
         if self.p == 1:
             return x * 0
-        if self.generators is None:
+        if self.generators is None and not self.scaled_at_test:
             return F.dropout(x, self.p, training=True)
         keep = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        for mask, generator in zip(keep, self.generators):
+        for mask, generator in zip(keep, self.generators or [None] * len(keep)):
             mask.bernoulli_(1 - self.p, generator=generator)
-        return x * keep.div_(1 - self.p)
+        return x * (keep if self.scaled_at_test else keep.div_(1 - self.p))

@@ -87,7 +87,7 @@ def test_the_result_is_the_test_accuracy_at_the_best_validation_epoch():
     history = {'accuracy': [book.Accuracy(0.90, 0.91), book.Accuracy(0.97, 0.95), book.Accuracy(0.93, 0.95),
                             book.Accuracy(0.99, 0.94)]}
     assert book.result_lines(history) == ['Best validation accuracy 0.9500 at epoch 3/4', 'Test data results: 0.9300']
-    assert f'{history["accuracy"][0]:.4f}' == '0.9000 (validation 0.9100)'
+    assert f'{history["accuracy"][0]:.4f}' == '0.9000, validation 0.9100'
     for twin in (copy.deepcopy(history['accuracy'][1]), pickle.loads(pickle.dumps(history['accuracy'][1]))):
         assert (float(twin), twin.validation) == (0.97, 0.95)
 
@@ -101,5 +101,5 @@ def test_the_validation_accuracy_is_measured_on_the_held_out_images(data_dir):
     with torch.no_grad():
         always_three[1].weight.zero_()
         always_three[1].bias.copy_(torch.arange(10) == 3)
-    accuracy = book.test_accuracy(always_three, data)
+    accuracy = common.test_accuracy(always_three, data)
     assert (float(accuracy), accuracy.validation) == (pytest.approx(0.1), 1.0)

@@ -9,7 +9,7 @@ import torch.nn as nn
 import cifar_convnet
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import stacked, stops
+from plumbing import saving, stacked, stops
 from conftest import run_script
 from test_common import FINAL_LINE
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
@@ -41,24 +41,32 @@ def float64():
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize('script,net', [(pytorch_mnist_convnet, 'relu'), (pytorch_mnist_convnet, 'final'),
-                                        (pytorch_mnist, 'nielsen'), (pytorch_mnist_convnet, 'lenet')],
-                         ids=['relu', 'final-dropout', 'nielsen-mse', 'lenet-padded'])
-def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net, float64, capsys):
+@pytest.mark.parametrize('script,net,book', [
+    (pytorch_mnist_convnet, 'relu', False), (pytorch_mnist_convnet, 'final', False),
+    (pytorch_mnist, 'nielsen', False), (pytorch_mnist_convnet, 'lenet', False),
+    (pytorch_mnist_convnet, 'relu', True), (pytorch_mnist_convnet, 'final', True), (pytorch_mnist, 'nielsen', True)],
+    ids=['relu', 'final-dropout', 'nielsen-mse', 'lenet-padded', 'book-relu-l2', 'book-final-dropout',
+         'book-nielsen'])
+def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net, book, float64, capsys):
     """After 20 steps, stacked net i has the weights of a plain run with --seed Si. Fails when a net gets
     another's batches or initial weights, when the loss is the nets' mean instead of their sum (each net
     would learn at lr / K), when Flatten orders the features differently, or (final) when a net's dropout
-    masks are not the ones its seed draws."""
-    seeds = [1, 2, 5]
-    model, _, history = script.main(twenty_steps(data_dir, '--net', net, '--seeds', *map(str, seeds)))
+    masks are not the ones its seed draws. With --book: when the book's L2 term reaches each net K times
+    or 1/K times, or its dropout is stacked as PyTorch's (scaled in training)."""
+    seeds, extra = [1, 2, 5], ['--net', net] + (['--book'] if book else [])
+    model, _, history = script.main(twenty_steps(data_dir, *extra, '--seeds', *map(str, seeds)))
     nets = model.nets()
-    for seed, stacked_net, accuracies in zip(seeds, nets, stacked.plain_history(history)['per_net']):
-        alone, _, alone_history = script.main(twenty_steps(data_dir, '--net', net, '--seed', str(seed)))
+    plain = saving.plain_history(history)
+    for k, (seed, stacked_net) in enumerate(zip(seeds, nets)):
+        alone, _, alone_history = script.main(twenty_steps(data_dir, *extra, '--seed', str(seed)))
         for (name, expected), actual in zip(alone.state_dict().items(), stacked_net.state_dict().values()):
             assert actual.dtype == torch.float64
             torch.testing.assert_close(actual, expected, msg=f'seed {seed}, {name}')
-        assert accuracies == alone_history['accuracy']
-        assert len(accuracies) == 2
+        alone_plain = saving.plain_history(alone_history)
+        assert [a[k] for a in zip(*plain['per_net'])] == alone_plain['accuracy']
+        if book:
+            assert [a[k] for a in zip(*plain['validation']['per_net'])] == alone_plain['validation']['accuracy']
+        assert len(alone_plain['accuracy']) == 2
     first = [n.state_dict() for n in nets]
     assert not torch.equal(first[0]['1.weight' if net == 'nielsen' else '0.weight'],
                            first[1]['1.weight' if net == 'nielsen' else '0.weight'])  # three different nets
