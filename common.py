@@ -176,7 +176,8 @@ class Batches:
                 bar.update()
 
     def shuffled_order(self):
-        """This pass's order, on the device: a random permutation of the training images (N x K: one per seed)."""
+        """This pass's order, on the device: a random permutation of the training images (N x K: one per seed);
+        with fixed_order, the stored order."""
         train = self.data.train
         if self.data.fixed_order:
             orders = [torch.arange(len(train))] * len(self.generators)

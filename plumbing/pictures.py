@@ -20,7 +20,8 @@ def picture_formats():
 def save_plot(path, history, model, data):
     """One picture: loss and test accuracy per epoch (left), up to 25 misclassified test images (right), in
     the format the extension names. Several nets trained at once (stacked.StackedNets): each net's curve and
-    their vote's, and the images the vote gets wrong. Returns saving.save_with_fallback's failure lines."""
+    their vote's, and the images the vote gets wrong. With --book, the validation accuracy too. Returns
+    saving.save_with_fallback's failure lines."""
     import matplotlib
     matplotlib.use('Agg')  # no display needed
     import matplotlib.pyplot as plt
