@@ -91,10 +91,8 @@ def main(argv=None):
     print(f'Device: {args.device}', flush=True)
     images = own_images.read_for(args)  # --predict: your own images, read first
     make_net = book.network_py_net(NETS[args.net]) if args.book else NETS[args.net]  # --book: N(0, 1) weights
-    loss_fn = book.half_squared_error if args.book else LOSSES[args.net]  # --book: the book's 1/2 |y - a|^2
     if args.seeds:  # several nets, each the one its --seed builds, trained as one: plumbing/stacked.py
         model = stacked.seeded(make_net, args.seeds, args.device)
-        loss_fn = stacked.summed_over_nets(loss_fn)
     else:
         torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
         model = make_net()
@@ -109,6 +107,11 @@ def main(argv=None):
                               fixed_order=False)
     else:
         data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data)
+    loss_fn = LOSSES[args.net]
+    if args.book:  # network.py's cost, 1/2 |y - a|^2 (and --lmbda's L2 term, which chapter 1 does not use)
+        loss_fn = book.cost(book.half_squared_error, model, args.lmbda, batches=len(data.train) // args.batch_size)
+    if args.seeds:
+        loss_fn = stacked.summed_over_nets(loss_fn)
     if args.load_model:  # a saved model: test it, train nothing
         history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
     else:

@@ -116,7 +116,7 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                             help='train and report as the book\'s own code did (book.py): 50,000 images train '
                                  'and 10,000 validate, raw pixels, the book\'s initial weights, cost and '
                                  'dropout, and the test accuracy at the best validation epoch; the defaults are '
-                                 'the book\'s recipes: ' + ', '.join(
+                                 'the book\'s recipes: ' + '; '.join(
                                      f'{net} {recipe["epochs"]} epochs, lr {plain_number(recipe["lr"])}'
                                      + (f', lmbda {plain_number(recipe["lmbda"])}' if recipe['lmbda'] else '')
                                      for net, recipe in book.items()) + ' (default: off)')
