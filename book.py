@@ -86,7 +86,6 @@ def network3_net(make_net):
             if isinstance(layer, nn.Dropout):
                 net[i] = Dropout(layer.p)
         return init_weights(net)
-    make.__name__ = make_net.__name__
     return make
 
 
@@ -98,7 +97,6 @@ def network_py_net(make_net):
             for parameter in net.parameters():
                 parameter.normal_(0, 1)
         return net
-    make.__name__ = make_net.__name__
     return make
 
 

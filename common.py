@@ -176,13 +176,11 @@ class Batches:
                 bar.update()
 
     def shuffled_order(self):
-        """This pass's order, on the device: a random permutation of the training images (N x K: one per seed);
-        with fixed_order, the stored order."""
+        """This pass's order, on the device: a random permutation of the training images, or with fixed_order
+        the stored order (N x K: one per seed)."""
         train = self.data.train
-        if self.data.fixed_order:
-            orders = [torch.arange(len(train))] * len(self.generators)
-        else:
-            orders = [torch.randperm(len(train), generator=g) for g in self.generators]
+        orders = [torch.arange(len(train)) if self.data.fixed_order else torch.randperm(len(train), generator=g)
+                  for g in self.generators]
         return (orders[0] if len(orders) == 1 else torch.stack(orders, 1)).to(train.labels.device)
 
     def batch(self, idx):
