@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from plumbing import stops
 from plumbing.stops import UserError, last_line, run_as_command
 
 MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
@@ -263,15 +264,15 @@ def read_split(name, data_dir, train):
         raise UserError(f'cannot read {e.filename or where} (permission denied)') from None
     except RuntimeError as e:
         if 'not found' not in str(e).lower():  # the files are there, but do not parse
-            raise UserError(damaged_file_message(info, where, train, e)) from None
+            raise UserError(stops.damaged_file_message(info, where, train, e)) from None
         if os.path.isdir(where) and not os.access(where, os.R_OK | os.X_OK):
             raise UserError(f'cannot read the folder {where} (permission denied)') from None
-        corrupt = corrupt_cifar_file(where) if name == 'cifar10' else None
+        corrupt = stops.corrupt_cifar_file(info, where) if name == 'cifar10' else None
         if corrupt:
             raise UserError(f'{corrupt} is damaged (its md5 sum is not CIFAR-10\'s); delete it and run again '
                             f'to download it anew') from None
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # its progress bars still go to stderr
+            with stops.no_empty_folders_left(where), contextlib.redirect_stdout(io.StringIO()):  # (bars: stderr)
                 ds = info.cls(data_dir, train=train, download=True)
         except PermissionError as e:
             raise UserError(f'{name} is missing in {where}, and cannot be downloaded there: cannot write '
@@ -281,51 +282,14 @@ def read_split(name, data_dir, train):
                             f'({last_line(e)}). Place {", ".join(info.files)} there, or point '
                             f'--data-dir to a folder that has {info.folder}/') from None
     except (AssertionError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise UserError(damaged_file_message(info, where, train, e)) from None
+        raise UserError(stops.damaged_file_message(info, where, train, e)) from None
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # N x H x W (x C)
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
     if len(images) != len(labels):
-        raise UserError(length_mismatch_message(info, where, train, len(images), len(labels)))
+        raise UserError(stops.length_mismatch_message(info, where, train, len(images), len(labels)))
     return images.contiguous(), labels
 
-
-def damaged_file_message(info, where, train, error):
-    """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
-    from torchvision.datasets import mnist
-    path = where
-    if info.files == MNIST_FILES:
-        prefix = 'train' if train else 't10k'
-        for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
-                             (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
-            try:
-                reader(os.path.join(where, file))
-            except Exception:  # noqa: BLE001 -- any failure to parse marks this file
-                path = os.path.join(where, file)
-                break
-    return (f'{path} is damaged or truncated ({last_line(error)}); '
-            f'delete it and run again to download it anew')
-
-
-def corrupt_cifar_file(where):
-    """The first CIFAR-10 file in `where` that is there but fails torchvision's md5 check, or None."""
-    from torchvision.datasets import cifar
-    cls = DATASETS['cifar10'].cls
-    for filename, md5 in cls.train_list + cls.test_list + [(cls.meta['filename'], cls.meta['md5'])]:
-        path = os.path.join(where, filename)
-        if os.path.isfile(path) and not cifar.check_integrity(path, md5):
-            return path
-    return None
-
-
-def length_mismatch_message(info, where, train, n_images, n_labels):
-    if info.files == MNIST_FILES:
-        prefix = 'train' if train else 't10k'
-        return (f'{os.path.join(where, prefix + "-images-idx3-ubyte")} holds {n_images} images but '
-                f'{os.path.join(where, prefix + "-labels-idx1-ubyte")} holds {n_labels} labels; '
-                f'one of them is damaged: delete both and run again to download them anew')
-    return (f'the {"training" if train else "test"} files in {where} hold {n_images} images but {n_labels} '
-            f'labels; delete them and run again to download them anew')
 
 # ----------------------------------------------------------------------------------------------
 # python common.py stats
@@ -337,9 +301,12 @@ def mean_std(images):
 
 
 def stats(argv=None):
-    parser = argparse.ArgumentParser(prog='common.py stats', description='Normalization figures of a dataset.')
-    parser.add_argument('--dataset', choices=list(DATASETS), default='mnist', help='(default: mnist)')
-    parser.add_argument('--data-dir', default='./data', help='(default: ./data)')
+    parser = argparse.ArgumentParser(prog='common.py', description='What the training scripts share.')
+    command = parser.add_subparsers(dest='command', required=True, metavar='stats')
+    figures = command.add_parser('stats', description='Normalization figures of a dataset.',
+                                 help='the normalization figures of a dataset')
+    figures.add_argument('--dataset', choices=list(DATASETS), default='mnist', help='(default: mnist)')
+    figures.add_argument('--data-dir', default='./data', help='(default: ./data)')
     args = parser.parse_args(argv)
     train_images, _ = read_split(args.dataset, args.data_dir, train=True)
     test_images, _ = read_split(args.dataset, args.data_dir, train=False)
@@ -352,6 +319,4 @@ def stats(argv=None):
 
 
 if __name__ == '__main__':
-    if sys.argv[1:2] != ['stats']:
-        sys.exit('usage: python common.py stats [--dataset NAME] [--data-dir DIR]')
-    run_as_command(lambda: stats(sys.argv[2:]))
+    run_as_command(lambda: stats(sys.argv[1:]))

@@ -1,6 +1,7 @@
 """Stops and errors: what a script does when it cannot go on, or is asked to stop. One line on stderr and an
 exit status, never a traceback; a stop signal during training takes effect at a batch boundary, after what was
-learned is saved. run_as_command runs a script's main() this way."""
+learned is saved. run_as_command runs a script's main() this way. At the end, the messages for data files that
+do not read (common.read_split): which file, and what to do."""
 import contextlib
 import errno
 import io
@@ -133,8 +134,15 @@ class ClosedPipeGuard(io.TextIOBase):
 def run_as_command(main):
     """Run a script's main() as a command. A UserError is one line on stderr and exit status 1. A stop
     (Ctrl-C, SIGTERM, SIGHUP, a closed stdout) says where training was and exits with 128 + the signal's
-    number (130, 143, 129, 141), after main() has saved what it was asked to."""
+    number (130, 143, 129, 141), after main() has saved what it was asked to. A stdout closed from the start
+    is the same stop, before any work."""
     import common  # here, not above: common imports this module
+    if sys.stderr is None:  # started with stderr closed (2>&-): the last words go nowhere, quietly
+        sys.stderr = open(os.devnull, 'w')
+    if sys.stdout is None:  # started with stdout closed (>&-): a run's results would go nowhere
+        print('standard output is closed, so the results would be lost; send it to a file (> run.log) or to '
+              '/dev/null instead', file=sys.stderr, flush=True)
+        sys.exit(128 + signal.SIGPIPE)
     handlers, stdout, stderr = STOP.install(), sys.stdout, sys.stderr
     common.Batches.at_batch_boundary = STOP.at_batch_boundary
     sys.stdout, sys.stderr = ClosedPipeGuard(stdout, asks_to_stop=True), ClosedPipeGuard(stderr, asks_to_stop=False)
@@ -184,3 +192,60 @@ def last_line(error):
     """The last non-empty line of an error's message (its type's name when the message is empty)."""
     lines = str(error).strip().splitlines()
     return lines[-1].strip() if lines else type(error).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# Data files that do not read (common.read_split): which file, and what to do
+
+def damaged_file_message(info, where, train, error):
+    """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
+    from torchvision.datasets import mnist
+    path = where
+    if 'train-images-idx3-ubyte' in info.files:
+        prefix = 'train' if train else 't10k'
+        for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
+                             (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
+            try:
+                reader(os.path.join(where, file))
+            except Exception:  # noqa: BLE001 -- any failure to parse marks this file
+                path = os.path.join(where, file)
+                break
+    return (f'{path} is damaged or truncated ({last_line(error)}); '
+            f'delete it and run again to download it anew')
+
+
+def corrupt_cifar_file(info, where):
+    """The first CIFAR-10 file in `where` that is there but fails torchvision's md5 check, or None."""
+    from torchvision.datasets import cifar
+    cls = info.cls
+    for filename, md5 in cls.train_list + cls.test_list + [(cls.meta['filename'], cls.meta['md5'])]:
+        path = os.path.join(where, filename)
+        if os.path.isfile(path) and not cifar.check_integrity(path, md5):
+            return path
+    return None
+
+
+def length_mismatch_message(info, where, train, n_images, n_labels):
+    if 'train-images-idx3-ubyte' in info.files:
+        prefix = 'train' if train else 't10k'
+        return (f'{os.path.join(where, prefix + "-images-idx3-ubyte")} holds {n_images} images but '
+                f'{os.path.join(where, prefix + "-labels-idx1-ubyte")} holds {n_labels} labels; '
+                f'one of them is damaged: delete both and run again to download them anew')
+    return (f'the {"training" if train else "test"} files in {where} hold {n_images} images but {n_labels} '
+            f'labels; delete them and run again to download them anew')
+
+
+@contextlib.contextmanager
+def no_empty_folders_left(where):
+    """A download into `where` that fails leaves none of the folders it made on the way, when they are empty."""
+    made, folder = [], os.path.abspath(where)
+    while not os.path.exists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # the deepest first
+            with contextlib.suppress(OSError):  # not empty: something was put there
+                os.rmdir(folder)
+        raise

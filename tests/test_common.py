@@ -231,6 +231,12 @@ def test_stats_command(data_dir):
     assert f'test set ({N_TEST} images)' in result.stdout
 
 
+def test_a_stats_command_that_does_not_exist_is_a_usage_error():
+    result = run_script('common.py', 'bogus')
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith("common.py: error: argument stats: invalid choice: 'bogus'")
+
+
 def test_mean_std_per_channel():
     images = torch.zeros(2, 3, 2, 2, dtype=torch.uint8)
     images[:, 1] = 255
