@@ -42,7 +42,11 @@ def seed_number(text):
 
 
 def output_path(text):
-    """A file that can be written: not a folder, in a folder that exists and takes a new file (tried)."""
+    """A file that can be written: not a folder, nor a device, FIFO or socket (saving.atomic_write would not
+    replace it), in a folder that exists and takes a new file (tried)."""
+    kind = saving.non_regular(text)
+    if kind:
+        raise argparse.ArgumentTypeError(f'{text} is {kind}, not a regular file; give a file path')
     if text.endswith(('/', os.sep)) or os.path.isdir(text):
         raise argparse.ArgumentTypeError(f'{text} is a folder; give a file name in it')
     folder = os.path.dirname(os.path.abspath(text))
@@ -123,8 +127,9 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
         parser.add_argument('--lmbda', type=non_negative_float,
                             help='with --book: the L2 regularization of the book\'s cost, lambda '
                                  + recipe_default('lmbda', book))
-    parser.add_argument('--data-dir', default='./data',
-                        help='where the data is, or is downloaded to (default: ./data)')
+    parser.add_argument('--data-dir',
+                        help='where the data is, or is downloaded to (default: ./data; with --resume, the '
+                             'folder the run used)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
                         help='where to train; auto picks an accelerator when there is one (default: auto)')
     seeds = parser.add_mutually_exclusive_group()
@@ -186,6 +191,7 @@ def parse_args(parser, argv=None):
         parser.error('argument --lmbda: it is the L2 term of the book\'s cost; add --book (or use --wd)')
     if args.resume:
         adopt_saved_run(parser, args)
+    args.data_dir = args.data_dir or './data'
     if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
         parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
                      f'the model')
@@ -224,6 +230,10 @@ def adopt_saved_run(parser, args):
     if point is None:
         raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by a version that could not '
                               f'go on with its run), not the state of a run; --load-model tests it')
+    mismatch = saving.history_mismatch(point)
+    if mismatch:
+        raise stops.UserError(f'--resume {args.resume}: damaged or edited since it was saved ({mismatch}); '
+                              f'start a new run')
     run = {'seeds': None, 'book': False, 'lmbda': None, **point['run']}  # (files from before those flags)
     for flag, saved in run.items():
         given = getattr(args, flag, None)
@@ -238,6 +248,8 @@ def adopt_saved_run(parser, args):
         parser.error(f'argument --epochs: the run in {args.resume} has done {point["epoch"]} epochs of '
                      f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
     args.save_model = args.save_model or args.resume
+    saved_data = point.get('data_dir')  # (files from before it, or from a machine without that folder: ./data)
+    args.data_dir = args.data_dir or (saved_data if saved_data and os.path.isdir(saved_data) else None)
     print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
 
 

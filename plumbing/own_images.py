@@ -45,8 +45,11 @@ def read_images(paths, dataset, pad=0):
             prepared[path] = 'not an image Pillow can read'
         except Image.DecompressionBombError:
             prepared[path] = 'too large: Pillow refuses images this big (or a damaged header says so)'
-        except (OSError, ValueError) as e:  # a damaged image: Pillow says what it found
-            prepared[path] = f'damaged image ({stops.first_line(e)})'
+        except (OSError, ValueError) as e:
+            if getattr(e, 'errno', None):  # the system's error (a symbolic link loop, a failing disk), not Pillow's
+                prepared[path] = f'cannot be read ({e.strerror})'
+            else:  # a damaged image: Pillow says what it found
+                prepared[path] = f'damaged image ({stops.first_line(e)})'
     return prepared
 
 

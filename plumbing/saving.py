@@ -1,9 +1,14 @@
 """Saving and loading: --save-model (atomic, with a fallback file when the save fails), --load-model, and
 what --resume needs (a resume point at each epoch boundary)."""
+import contextlib
 import copy
+import errno
+import io
 import os
+import stat
 import sys
 import tempfile
+import zipfile
 
 import torch
 
@@ -19,7 +24,7 @@ RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data'
 def resume_point(args, model, optimizer, batches, history):
     """What --resume needs to go on exactly from here, an epoch boundary: the epochs done, a copy of the
     weights, the optimizer's state, the random generators of the batch order and of dropout (each net's,
-    for several nets), the history, and the flags that define the run."""
+    for several nets), the history, the flags that define the run, and the data folder."""
     orders = [generator.get_state() for generator in batches.generators]
     return {'epoch': len(history['accuracy']),
             'weights': {k: v.detach().clone() for k, v in model.state_dict().items()},
@@ -30,6 +35,7 @@ def resume_point(args, model, optimizer, batches, history):
             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             'history': plain_history(history),
             'run': {flag: getattr(args, flag, None) for flag in RUN_FLAGS},
+            'data_dir': os.path.abspath(args.data_dir),  # where --resume finds the data, unless told otherwise
             'device': next(model.parameters()).device.type}
 
 
@@ -88,8 +94,13 @@ def history_from_plain(plain):
 def atomic_write(path, write):
     """write(file) into a temporary file beside `path`, then os.replace: a run stopped midway leaves
     the previous file (or none) at `path`, never half a file, and no temporary file. A stop signal that
-    arrives meanwhile waits for the write to end (stops.STOP.saving)."""
-    folder = os.path.dirname(os.path.abspath(path))
+    arrives meanwhile waits for the write to end (stops.STOP.saving). A symbolic link stays: the file it
+    points to is replaced. A device, FIFO or socket at `path` is never replaced: that is an OSError."""
+    path = os.path.realpath(path)
+    kind = non_regular(path)
+    if kind:
+        raise OSError(errno.EEXIST, f'it is {kind}, not a regular file', path)
+    folder = os.path.dirname(path)
     with stops.STOP.saving():
         fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
         umask = os.umask(0)
@@ -102,8 +113,23 @@ def atomic_write(path, write):
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
+
+
+def non_regular(path):
+    """'a character device', 'a block device', 'a FIFO (named pipe)' or 'a socket' when that is what `path`
+    is (after symbolic links); None for a regular file, a folder, or nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
+                       (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket')):
+        if test(mode):
+            return kind
+    return None
 
 
 def save_outputs(args, model, data, history, resume=None, stopped=False):
@@ -123,7 +149,10 @@ def save_outputs(args, model, data, history, resume=None, stopped=False):
             print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
     if args.plot and history['accuracy']:
         from plumbing.pictures import save_plot  # here: pictures saves through this module
-        failures += save_plot(args.plot, plain_history(history), model, data)
+        try:
+            failures += save_plot(args.plot, plain_history(history), model, data)
+        except Exception as e:  # noqa: BLE001 -- drawing failed: the model is saved, and this is said
+            failures.append(f'could not draw the picture for {args.plot} ({failure_reason(e)})')
     if failures and stopped:
         print('\n'.join(failures), file=sys.stderr)
     elif failures:
@@ -162,13 +191,21 @@ def on_the_cpu(value):
 
 
 def save_with_fallback(path, what, write):
-    """Write `path` (atomic_write) and say so. When that fails, write a new file in the current folder (or
-    the system's temporary folder) instead, and return the line that says why and where: [] when all went
-    well."""
+    """Write `path` (atomic_write) and say so. When that fails, whatever the error, write a new file in the
+    current folder (or the system's temporary folder) instead, and return the line that says why and where:
+    [] when all went well. write(file) runs once, into memory, so that only the writes to disk can fail."""
+    content = io.BytesIO()
     try:
-        atomic_write(path, write)
-    except OSError as e:
-        reason = e.strerror or stops.last_line(e)
+        with stops.STOP.saving():  # a stop signal waits for the end of the save
+            write(content)
+    except Exception as e:  # noqa: BLE001 -- torch.save and savefig raise many kinds
+        return [f'could not save the {what} ({failure_reason(e)})']
+    def put(f):
+        f.write(content.getbuffer())
+    try:
+        atomic_write(path, put)
+    except Exception as e:  # noqa: BLE001 -- a full disk, a lost network folder: whatever the library raises
+        reason = failure_reason(e)
     else:
         print(f'{what.capitalize()} saved to {path}', file=sys.stderr)
         return []
@@ -177,16 +214,29 @@ def save_with_fallback(path, what, write):
         with stops.STOP.saving():  # no empty fallback file is left behind, whatever arrives meanwhile
             try:
                 fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem}-saved-', suffix=extension)
-            except OSError:
+                os.close(fd)
+            except Exception:  # noqa: BLE001 -- this folder cannot take it: the next one
                 continue
-            os.close(fd)
             try:
-                atomic_write(fallback, write)
-            except OSError:
-                os.unlink(fallback)
+                atomic_write(fallback, put)
+            except Exception:  # noqa: BLE001
+                with contextlib.suppress(OSError):
+                    os.unlink(fallback)
                 continue
         return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
     return [f'could not save the {what} to {path} ({reason}), nor to {os.getcwd()} or {tempfile.gettempdir()}']
+
+
+def failure_reason(error):
+    """Why a save failed, in a few words: what the operating system said (torch.save wraps a full disk's
+    OSError in a RuntimeError), else the error's last line."""
+    cause, seen = error, set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return stops.last_line(error)
 
 
 def beside(path, word):
@@ -198,10 +248,18 @@ def beside(path, word):
 def read_saved(path, flag, script):
     """The file save_outputs saved at `path`, for `flag` (--load-model, --resume): one clear stops.UserError for a
     file that is missing, is not a model, or was saved by another script."""
+    damage = damage_in(path)
+    if damage:
+        raise stops.UserError(f'{flag} {path}: damaged or truncated ({damage}); use another copy, or save it '
+                              f'anew') from None
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise stops.UserError(f'{flag} {path}: no such file') from None
+    except IsADirectoryError:
+        raise stops.UserError(f'{flag} {path}: a folder, not a model file') from None
+    except PermissionError:
+        raise stops.UserError(f'{flag} {path}: cannot be read (permission denied)') from None
     except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
         raise stops.UserError(f'{flag} {path}: not a model saved by these scripts '
                               f'({stops.torch_load_reason(e)})') from None
@@ -213,6 +271,47 @@ def read_saved(path, flag, script):
         raise stops.UserError(f'{flag} {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
                         f'run {checkpoint["script"]} {how}')
     return checkpoint
+
+
+def history_mismatch(point):
+    """None when each list of the saved run's history (plain_history) holds one number per epoch done, and
+    when each net's has as many as the nets; else what is wrong, for a file edited since it was saved."""
+    done, history = point.get('epoch'), point.get('history')
+    if not isinstance(done, int) or not isinstance(history, dict):
+        return 'no count of the epochs done, or no history'
+    lists = {key: value for key, value in history.items() if key in ('loss', 'accuracy', 'vote')}
+    lists.update({f'per_net[{i}]': net for i, net in enumerate(history.get('per_net', []))})
+    lists.update({f'validation {key}': value for key, value in history.get('validation', {}).items()
+                  if key == 'accuracy'})
+    if 'per_net' in history and len(history['per_net']) != len(history.get('seeds') or []):
+        return f'{len(history["per_net"])} nets\' accuracies for {len(history.get("seeds") or [])} seeds'
+    for key, values in lists.items():
+        if not isinstance(values, list) or len(values) != done:
+            count = len(values) if isinstance(values, list) else 'no list of'
+            return f'{done} epochs done, but {count} numbers in its history of {key}'
+    return None
+
+
+def damage_in(path):
+    """What is wrong with a file torch.save wrote, or None when it is whole (or is not such a file: torch.load
+    then says what it is). torch.save writes a zip archive that keeps a CRC-32 checksum of each of its
+    parts (the pickled dict, each tensor's bytes) as it saves; torch.load does not check them, this does."""
+    try:
+        with open(path, 'rb') as f:
+            if f.read(4) != b'PK\x03\x04':  # not a zip archive
+                return None
+    except OSError:
+        return None
+    try:
+        archive = zipfile.ZipFile(path)
+    except Exception:  # noqa: BLE001 -- the archive's directory, at the end of the file, is not there
+        return 'the end of the file, where the list of its parts is, is missing or damaged'
+    try:
+        with archive:
+            failed = archive.testzip()
+    except Exception as e:  # noqa: BLE001 -- zipfile raises several kinds for a broken part
+        return stops.last_line(e)
+    return f'its part {failed.split("/", 1)[-1]} does not match the checksum saved with it' if failed else None
 
 
 def read_checkpoint(path, args):

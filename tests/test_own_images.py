@@ -1,5 +1,8 @@
 """--predict: your own images, prepared as the datasets' images were, classified, drawn; and the first
 layer's filters in --plot."""
+import errno
+import io
+import os
 import re
 
 import matplotlib.figure
@@ -93,6 +96,18 @@ def test_predict_prints_the_top_three_and_names_what_it_cannot_read(data_dir, tr
     top = p.topk(3)
     expected = ', '.join(f'{i} ({100 * v:.1f} %)' for v, i in zip(top.values.tolist(), top.indices.tolist()))
     assert lines[0] == f'{one}: {expected}'
+
+
+def test_an_image_that_cannot_be_reached_is_not_called_damaged(tmp_path):
+    loop = tmp_path / 'loop.png'
+    loop.symlink_to(loop)
+    damaged = tmp_path / 'cut.png'
+    buffer = io.BytesIO()
+    drawing().save(buffer, format='PNG')
+    damaged.write_bytes(buffer.getvalue()[:200])
+    reasons = own_images.read_images([str(loop), str(damaged)], 'mnist')
+    assert reasons[str(loop)] == f'cannot be read ({os.strerror(errno.ELOOP)})'
+    assert reasons[str(damaged)].startswith('damaged image (')
 
 
 def test_predict_after_training_and_its_picture(data_dir, tmp_path, capsys):
