@@ -3,7 +3,8 @@ open these modules to follow a run; each says in its docstring what it holds.
 
     flags        the shared flags: defined, checked, filled from the net's recipe (make_parser, parse_args)
     saving       --save-model, --load-model, and what --resume needs to go on exactly
-    stops        errors and stops: one line and an exit status, never a traceback (run_as_command)
+    stops        errors and stops: one line and an exit status, never a traceback (run_as_command), and
+                 what is said of data files that do not read
     pictures     --plot
     cuda_graph   speed on CUDA: the training step recorded once and replayed
     stacked      --seeds: several nets trained at once, and their vote
