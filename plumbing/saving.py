@@ -287,8 +287,8 @@ def history_mismatch(point):
         return f'{len(history["per_net"])} nets\' accuracies for {len(history.get("seeds") or [])} seeds'
     for key, values in lists.items():
         if not isinstance(values, list) or len(values) != done:
-            count = len(values) if isinstance(values, list) else 'no list of'
-            return f'{done} epochs done, but {count} numbers in its history of {key}'
+            count = len(values) if isinstance(values, list) else 0
+            return f'{done} epochs done, but {count} number{"" if count == 1 else "s"} in its history of {key}'
     return None
 
 

@@ -168,7 +168,7 @@ def test_a_history_edited_to_fewer_epochs_is_refused(data_dir, saved_model, tmp_
     edited['resume']['epoch'] = 2  # two epochs done, but one number of each in the history
     torch.save(edited, tmp_path / 'edited.pt')
     with pytest.raises(stops.UserError, match=r'--resume .*edited\.pt: damaged or edited since it was saved '
-                                               r'\(2 epochs done, but 1 numbers in its history of loss\)'):
+                                               r'\(2 epochs done, but 1 number in its history of loss\)'):
         pytorch_mnist_convnet.main(quick(data_dir, '--resume', str(tmp_path / 'edited.pt'), '--epochs', '3'))
 
 
