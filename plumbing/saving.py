@@ -200,6 +200,7 @@ def save_with_fallback(path, what, write):
             write(content)
     except Exception as e:  # noqa: BLE001 -- torch.save and savefig raise many kinds
         return [f'could not save the {what} ({failure_reason(e)})']
+
     def put(f):
         f.write(content.getbuffer())
     try:
@@ -279,12 +280,13 @@ def history_mismatch(point):
     done, history = point.get('epoch'), point.get('history')
     if not isinstance(done, int) or not isinstance(history, dict):
         return 'no count of the epochs done, or no history'
-    lists = {key: value for key, value in history.items() if key in ('loss', 'accuracy', 'vote')}
+    lists = {key: history[key] for key in ('loss', 'accuracy', 'vote') if key in history}
     lists.update({f'per_net[{i}]': net for i, net in enumerate(history.get('per_net', []))})
-    lists.update({f'validation {key}': value for key, value in history.get('validation', {}).items()
-                  if key == 'accuracy'})
-    if 'per_net' in history and len(history['per_net']) != len(history.get('seeds') or []):
-        return f'{len(history["per_net"])} nets\' accuracies for {len(history.get("seeds") or [])} seeds'
+    if 'validation' in history:
+        lists['validation accuracy'] = history['validation'].get('accuracy')
+    seeds = history.get('seeds') or []
+    if 'per_net' in history and len(history['per_net']) != len(seeds):
+        return f'{len(history["per_net"])} nets\' accuracies for {len(seeds)} seeds'
     for key, values in lists.items():
         if not isinstance(values, list) or len(values) != done:
             count = len(values) if isinstance(values, list) else 0

@@ -197,12 +197,19 @@ def last_line(error):
 # ----------------------------------------------------------------------------------------------
 # Data files that do not read (common.read_split): which file, and what to do
 
+def mnist_prefix(info, train):
+    """'train' or 't10k', what the split's files begin with in the MNIST layout (MNIST, Fashion-MNIST);
+    None for other datasets."""
+    if 'train-images-idx3-ubyte' not in info.files:
+        return None
+    return 'train' if train else 't10k'
+
+
 def damaged_file_message(info, where, train, error):
     """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
     from torchvision.datasets import mnist
-    path = where
-    if 'train-images-idx3-ubyte' in info.files:
-        prefix = 'train' if train else 't10k'
+    path, prefix = where, mnist_prefix(info, train)
+    if prefix:
         for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
                              (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
             try:
@@ -226,8 +233,8 @@ def corrupt_cifar_file(info, where):
 
 
 def length_mismatch_message(info, where, train, n_images, n_labels):
-    if 'train-images-idx3-ubyte' in info.files:
-        prefix = 'train' if train else 't10k'
+    prefix = mnist_prefix(info, train)
+    if prefix:
         return (f'{os.path.join(where, prefix + "-images-idx3-ubyte")} holds {n_images} images but '
                 f'{os.path.join(where, prefix + "-labels-idx1-ubyte")} holds {n_labels} labels; '
                 f'one of them is damaged: delete both and run again to download them anew')
