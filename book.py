@@ -161,6 +161,7 @@ def cost(loss_fn, net, lmbda, batches):
 
     def loss_plus_weight_cost(outputs, labels):
         return loss_fn(outputs, labels) + weight_cost(net, lmbda, batches)
+    loss_plus_weight_cost.for_nets = lambda nets: cost(loss_fn, nets, lmbda, batches)  # (--seeds: each group's)
     return loss_plus_weight_cost
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import book
 import common
-from plumbing import cuda_graph, flags, own_images, saving, stacked, stops
+from plumbing import flags, own_images, saving, speed, stacked, stops
 
 
 def nielsen():
@@ -59,7 +59,7 @@ def train(args, model, data, loss_fn):
     and what --resume needs to go on from the end. (With --seeds, `model` is several nets trained as one, and
     this loop trains them all: plumbing/stacked.py says how.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    step = cuda_graph.graphed_on_cuda(sgd_step, model, loss_fn, optimizer)  # the same step; on CUDA, much faster
+    step = speed.fast_step(sgd_step, model, loss_fn, optimizer, args.threads)  # the same step, made fast
     batches = common.Batches(data, args.batch_size, args.seeds or args.seed, args.epochs,
                              progress=not args.no_progress)  # --seeds: a batch order for each net
     history = {'loss': [], 'accuracy': []}
@@ -88,11 +88,11 @@ def train(args, model, data, loss_fn):
 
 def main(argv=None):
     args = flags.parse_args(flags.make_parser(__doc__, NETS, RECIPES, book=book.RECIPES), argv)
-    print(f'Device: {args.device}', flush=True)
+    print(f'Device: {speed.device_line(args)}', flush=True)  # on the CPU, with its threads
     images = own_images.read_for(args)  # --predict: your own images, read first
     make_net = book.network_py_net(NETS[args.net]) if args.book else NETS[args.net]  # --book: N(0, 1) weights
     if args.seeds:  # several nets, each the one its --seed builds, trained as one: plumbing/stacked.py
-        model = stacked.seeded(make_net, args.seeds, args.device)
+        model = stacked.seeded(make_net, args.seeds, args.device, args.threads.groups)
     else:
         torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
         model = make_net()

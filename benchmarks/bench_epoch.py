@@ -1,7 +1,7 @@
 """How fast is one epoch? Our pipeline against the textbook one, same net, same optimizer, same run.
 
 (a) ours: the scripts' own epoch: common.Batches (the dataset whole on the device as uint8, batches sliced
-    from a permutation) and the script's sgd_step through cuda_graph.graphed_on_cuda.
+    from a permutation) and the script's sgd_step through speed.fast_step, with the scripts' threads.
 (b) textbook: torchvision dataset with ToTensor + Normalize transforms, DataLoader(batch_size=10,
     shuffle=True), and a DataLoader(batch_size=1000) for the test pass.
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import pytorch_mnist  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
-from plumbing import cuda_graph  # noqa: E402
+from plumbing import speed  # noqa: E402
 
 def lr_wd(script, net):
     """The learning rate and weight decay of the net's published recipe, as the script has them."""
@@ -67,7 +67,8 @@ def timed(fn, device):
 def ours(model, loss_fn, lr, wd, data, batch_size, device):
     """One epoch as the scripts' train() runs it, then their test pass."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
-    step = cuda_graph.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, loss_fn, optimizer)
+    threads = speed.choose_threads(None, batch_size, device)  # as the scripts choose them (plumbing/speed.py)
+    step = speed.fast_step(pytorch_mnist_convnet.sgd_step, model, loss_fn, optimizer, threads)
     seed = int(torch.randint(2 ** 31, ()))  # a new batch order each repeat
     batches = common.Batches(data, batch_size, seed, epochs=1, progress=False)
 

@@ -2,9 +2,9 @@
 
 For each net, in one process and alternating for --repeats rounds:
 (1) one net: one training epoch as the scripts' train() runs it (common.Batches, the script's sgd_step
-    through cuda_graph.graphed_on_cuda), then its test pass;
+    through speed.fast_step), then its test pass;
 (K) K nets at once: the same epoch as the scripts' train() runs it with --seeds (common.Batches given the seeds,
-    the same sgd_step on stacked.StackedNets), then their test pass (each net's outputs and the vote).
+    the same sgd_step on stacked.StackedNets, in groups side by side), then their test pass (each net's outputs and the vote).
 Printed: median seconds of each, "K/1" (the K nets' time over one net's: 1.0 would make them free) and
 "gain" (K separate runs over the K nets at once: how many times the throughput of running them one by one).
 
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import pytorch_mnist_convnet  # noqa: E402
-from plumbing import cuda_graph, stacked  # noqa: E402
+from plumbing import speed, stacked  # noqa: E402
 from bench_epoch import NETS, benchmark_parser, ours, timed  # noqa: E402
 
 
@@ -34,10 +34,12 @@ def one_net(build, loss_fn, lr, wd, data, device):
 
 def k_nets(build, loss_fn, lr, wd, data, device, seeds):
     """The same for K nets at once, as the scripts' train() runs them."""
-    model = stacked.seeded(build, seeds, device).to(device, memory_format=common.memory_format_for(device))
+    threads = speed.choose_threads(None, 10, device, len(seeds))  # as the scripts choose them: groups side by side
+    model = stacked.seeded(build, seeds, device, threads.groups)
+    model = model.to(device, memory_format=common.memory_format_for(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
-    step = cuda_graph.graphed_on_cuda(pytorch_mnist_convnet.sgd_step, model, stacked.summed_over_nets(loss_fn),
-                                      optimizer)
+    step = speed.fast_step(pytorch_mnist_convnet.sgd_step, model, stacked.summed_over_nets(loss_fn), optimizer,
+                           threads)
     batches = common.Batches(data, 10, seeds, epochs=1, progress=False)
 
     def epoch():

@@ -132,11 +132,11 @@ def run_once(name, args, seed):
         _, data, history = script.main(argv)
     history = saving.plain_history(history)  # several nets: each net's accuracies (per_net) and the vote's
     seconds = time.perf_counter() - start
-    device = out.getvalue().splitlines()[0].removeprefix('Device: ')
+    device, _, threads = out.getvalue().splitlines()[0].removeprefix('Device: ').partition(', ')
     return {'row': name, 'dataset': args.dataset, 'command': command(name, args.dataset), 'argv': argv,
             'seed': seed, 'shortened_to': args.epochs, 'epochs': len(history['accuracy']),
             'accuracy': history['accuracy'],
-            'loss': history['loss'], 'seconds': round(seconds, 3), 'device': device,
+            'loss': history['loss'], 'seconds': round(seconds, 3), 'device': device, 'threads': threads,
             'device_name': device_name(device), 'torch': torch.__version__,
             **({'per_net': history['per_net'], 'vote': history['vote']} if 'vote' in history else {}),
             **(book_result(history) if 'validation' in history else {})}

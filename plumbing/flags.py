@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 
 import common
-from plumbing import pictures, saving, stops
+from plumbing import pictures, saving, speed, stops
 
 
 def positive_int(text):
@@ -80,7 +80,8 @@ non_negative_float.__name__ = 'number'
 seed_number.__name__ = 'integer'
 output_path.__name__ = picture_path.__name__ = 'path'
 
-TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds', 'save_model')
+TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds', 'threads',
+                  'save_model')
 
 
 def plain_number(value):
@@ -132,6 +133,14 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                              'folder the run used)')
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda', 'mps'), default='auto',
                         help='where to train; auto picks an accelerator when there is one (default: auto)')
+    parser.add_argument('--threads', type=positive_int, metavar='N',
+                        help='on the CPU, the threads that share each operation of a training step, per net '
+                             '(--seeds: per group of nets; the groups train side by side, one per core). '
+                             'Each operation at batch 10 is so small that splitting it costs more than it '
+                             'saves on a busy machine, so the default is 1 at batches of up to '
+                             f'{speed.SMALL_BATCH} images per net, else every core; OMP_NUM_THREADS or '
+                             'torch.set_num_threads, set before the script runs, choose too. The test pass uses '
+                             'every core (default: 1)')
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument('--seed', type=seed_number, help='random seed (default: 1)')
     seeds.add_argument('--seeds', type=seed_number, nargs='+', metavar='S',
@@ -161,7 +170,8 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
                              '--save-model says otherwise (default: a new run)')
     parser.add_argument('--load-model', metavar='PATH',
                         help='test a saved model on the test set and train nothing; the training flags '
-                             '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --save-model) '
+                             '(--epochs, --lr, --wd, --batch-size, --extend_data, --seed, --seeds, --threads, '
+                             '--save-model) '
                              'are then a usage error (default: train)')
     script = os.path.basename(sys.modules[nets[first].__module__].__file__)  # who saved a model file
     parser.set_defaults(recipes=recipes, book_recipes=book or {}, script=script, first_net=first,
@@ -189,8 +199,7 @@ def parse_args(parser, argv=None):
                      '--lmbda L for it')
     if getattr(args, 'lmbda', None) is not None and not getattr(args, 'book', None) and not args.resume:
         parser.error('argument --lmbda: it is the L2 term of the book\'s cost; add --book (or use --wd)')
-    if args.resume:
-        adopt_saved_run(parser, args)
+    saved_groups = adopt_saved_run(parser, args) if args.resume else None
     args.data_dir = args.data_dir or './data'
     if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
         parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
@@ -217,12 +226,18 @@ def parse_args(parser, argv=None):
         args.device = common.choose_device(args.device)
     except ValueError as e:
         parser.error(str(e))
+    if args.threads and args.device.type != 'cpu':
+        parser.error(f'argument --threads: it sets the CPU\'s threads, and this run trains on {args.device.type}; '
+                     f'drop it, or add --device cpu')
+    args.threads = speed.choose_threads(args.threads, args.batch_size, args.device, len(args.seeds or [args.seed]),
+                                        saved_groups)
     return args
 
 
 def adopt_saved_run(parser, args):
     """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
-    error; --epochs may raise the total. (train() reads the rest of the run: saving.resume_into.)"""
+    error; --epochs may raise the total. Returns how many groups its nets trained in (speed.Threads).
+    (train() reads the rest of the run: saving.resume_into.)"""
     if args.load_model:
         parser.error('argument --resume: not allowed with --load-model')
     checkpoint = saving.read_saved(args.resume, '--resume', args.script)
@@ -251,6 +266,7 @@ def adopt_saved_run(parser, args):
     saved_data = point.get('data_dir')  # (files from before it, or from a machine without that folder: ./data)
     args.data_dir = args.data_dir or (saved_data if saved_data and os.path.isdir(saved_data) else None)
     print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
+    return point.get('groups', 1)  # its nets side by side as they were: the optimizer's state is kept that way
 
 
 def flag_name(flag):

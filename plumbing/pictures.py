@@ -91,10 +91,11 @@ def save_figure(fig, path, what):
 def first_filters(model):
     """The first convolution's learned filters, O x C x kh x kw on the CPU (the first net's, when the model
     holds several), or None for a net without convolutions."""
-    for module in model.modules():
+    first_net = model.nets()[0] if hasattr(model, 'seeds') else model
+    for module in first_net.modules():
         weight = getattr(module, 'weight', None)
         if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-            return weight.detach().chunk(len(getattr(model, 'seeds', [1])))[0].float().cpu()
+            return weight.detach().float().cpu()
     return None
 
 

@@ -36,7 +36,8 @@ def resume_point(args, model, optimizer, batches, history):
             'history': plain_history(history),
             'run': {flag: getattr(args, flag, None) for flag in RUN_FLAGS},
             'data_dir': os.path.abspath(args.data_dir),  # where --resume finds the data, unless told otherwise
-            'device': next(model.parameters()).device.type}
+            'device': next(model.parameters()).device.type,
+            'groups': len(getattr(model, 'groups', [None]))}  # --seeds: the groups its nets train in (speed.py)
 
 
 def resume_into(args, model, optimizer, batches, history):

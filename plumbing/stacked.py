@@ -36,21 +36,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
-from plumbing import stops
+from plumbing import speed, stops
 
 SAME_FOR_EVERY_NET = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Identity,
                       nn.MaxPool2d, nn.AvgPool2d)  # no weights: one call acts on every net's numbers alike
 
 
-def seeded(make_net, seeds, device):
-    """The nets that `--seed S` builds, one per seed, as one StackedNets. On the CPU each net draws its dropout
+def seeded(make_net, seeds, device, groups=1):
+    """The nets that `--seed S` builds, one per seed, as one StackedNets, or as `groups` of them side by side
+    (NetGroups, which speed.SpreadStep trains in threads of their own). On the CPU each net draws its dropout
     masks from a generator in the state that run's dropout starts from."""
     nets, generators = [], []
     for seed in seeds:
         torch.manual_seed(seed)  # as --seed S: its initial weights, then the dropout masks it will draw
         nets.append(make_net())
         generators.append(torch.Generator().set_state(torch.get_rng_state()))
-    return StackedNets(nets, seeds, generators if device.type == 'cpu' else None)
+    cpu = device.type == 'cpu'
+    if groups == 1:
+        return StackedNets(nets, seeds, generators if cpu else None)
+    return NetGroups([StackedNets(nets[a:b], seeds[a:b], generators[a:b] if cpu else None)
+                      for a, b in speed.spans(len(seeds), groups)])
 
 
 def summed_over_nets(loss_fn):
@@ -61,6 +66,9 @@ def summed_over_nets(loss_fn):
         nets = len(outputs)
         mean = loss_fn(outputs.flatten(0, 1), labels.t().flatten())  # over every net's every image
         return GradientTimes.apply(mean, nets)
+    remake = getattr(loss_fn, 'for_nets', None)
+    if remake:  # (a loss that reads the nets' weights: each group of nets gets its own, speed.loss_of)
+        loss.for_nets = lambda nets: summed_over_nets(remake(nets))
     return loss
 
 
@@ -141,59 +149,17 @@ def majority_vote(outputs):
     return vote_scores(outputs).argmax(1)
 
 
-class StackedNets(nn.Module):
-    """K nets of one nn.Sequential architecture as one module. Each layer of the nets becomes one layer that
-    computes all K (see this file's docstring); their weights are copied in.
-
-    - Images B x K x C x H x W, each net its own (training): each net's outputs, K x B x classes.
-    - Images N x C x H x W, the same for every net: scores whose largest is the nets' vote (vote_scores), so
-      that common.predict gives the vote's classes; each_net() gives every net's outputs, K x N x classes.
-
-    `generators`: one per net, for its dropout masks (CPU); None: the device's generator draws them.
-    """
-
-    def __init__(self, nets, seeds, generators=None):
-        super().__init__()
-        if not all(isinstance(net, nn.Sequential) for net in nets):
-            raise stops.UserError(f'--seeds stacks nn.Sequential nets layer by layer; this net is a '
-                                  f'{type(nets[0]).__name__}: train one seed at a time with --seed')
-        self.seeds, self.generators = list(seeds), generators
-        self.layers = nn.Sequential()
-        seen = set()  # the layers before the first Conv2d and Flatten see the images themselves
-        for i, layers in enumerate(zip(*nets)):
-            self.layers.append(stacked_layer(i, layers, seen, generators))
-            seen.add(type(layers[0]))
-        self.template = [copy.deepcopy(nets[0])]  # in a list: not a part of this module
+class SeveralNets(nn.Module):
+    """What StackedNets and NetGroups share: K nets' outputs (each_net), the vote, the test pass, and the nets
+    one by one again (nets), from each_net, state_dicts and `template` (net 0 as it was built)."""
 
     def forward(self, images):
+        """Images B x K x C x H x W, each net its own (training): each net's outputs, K x B x classes. Images
+        N x C x H x W, the same for every net: scores whose largest is the nets' vote (vote_scores), so that
+        common.predict gives the vote's classes."""
         if images.dim() == 4:
-            return vote_scores(self.layers(images))
-        return self.layers(images)
-
-    def each_net(self, images):
-        """Every net's outputs for the same images N x C x H x W: K x N x classes."""
-        return self.layers(images)
-
-    def state_dicts(self):
-        """Each net's weights, as its own nn.Sequential names and shapes them (on the CPU)."""
-        return [{f'{i}.{name}': tensor.detach().cpu().clone()
-                 for i, layer in enumerate(self.layers) if hasattr(layer, 'weights_of')
-                 for name, tensor in layer.weights_of(k).items()}
-                for k in range(len(self.seeds))]
-
-    @torch.no_grad()
-    def load_nets(self, state_dicts):
-        """Put each net's weights (state_dicts() gives them) back in; weights that do not fit the net are the
-        RuntimeError of nn.Module.load_state_dict."""
-        if len(state_dicts) != len(self.seeds):
-            raise RuntimeError(f'{len(state_dicts)} nets saved, {len(self.seeds)} here')
-        net = self.template[0]
-        for k, state_dict in enumerate(state_dicts):
-            net.load_state_dict(state_dict)
-            weights = net.state_dict()
-            for i, layer in enumerate(self.layers):
-                for name, tensor in (layer.weights_of(k) if hasattr(layer, 'weights_of') else {}).items():
-                    tensor.copy_(weights[f'{i}.{name}'])
+            return vote_scores(self.each_net(images))
+        return self.own_images(images)
 
     def nets(self):
         """The nets as nn.Sequential modules again, each with its weights, on this module's device."""
@@ -227,6 +193,89 @@ class StackedNets(nn.Module):
     def vote(self, data):
         """The vote's class for every test image."""
         return majority_vote(self.test_outputs(data))
+
+
+class StackedNets(SeveralNets):
+    """K nets of one nn.Sequential architecture as one module. Each layer of the nets becomes one layer that
+    computes all K (see this file's docstring); their weights are copied in.
+
+    - Images B x K x C x H x W, each net its own (training): each net's outputs, K x B x classes.
+    - Images N x C x H x W, the same for every net: scores whose largest is the nets' vote (vote_scores), so
+      that common.predict gives the vote's classes; each_net() gives every net's outputs, K x N x classes.
+
+    `generators`: one per net, for its dropout masks (CPU); None: the device's generator draws them.
+    """
+
+    def __init__(self, nets, seeds, generators=None):
+        super().__init__()
+        if not all(isinstance(net, nn.Sequential) for net in nets):
+            raise stops.UserError(f'--seeds stacks nn.Sequential nets layer by layer; this net is a '
+                                  f'{type(nets[0]).__name__}: train one seed at a time with --seed')
+        self.seeds, self.generators = list(seeds), generators
+        self.layers = nn.Sequential()
+        seen = set()  # the layers before the first Conv2d and Flatten see the images themselves
+        for i, layers in enumerate(zip(*nets)):
+            self.layers.append(stacked_layer(i, layers, seen, generators))
+            seen.add(type(layers[0]))
+        self.template = [copy.deepcopy(nets[0])]  # in a list: not a part of this module
+
+    def own_images(self, images):
+        return self.layers(images)
+
+    def each_net(self, images):
+        """Every net's outputs for the same images N x C x H x W: K x N x classes."""
+        return self.layers(images)
+
+    def state_dicts(self):
+        """Each net's weights, as its own nn.Sequential names and shapes them (on the CPU)."""
+        return [{f'{i}.{name}': tensor.detach().cpu().clone()
+                 for i, layer in enumerate(self.layers) if hasattr(layer, 'weights_of')
+                 for name, tensor in layer.weights_of(k).items()}
+                for k in range(len(self.seeds))]
+
+    @torch.no_grad()
+    def load_nets(self, state_dicts):
+        """Put each net's weights (state_dicts() gives them) back in; weights that do not fit the net are the
+        RuntimeError of nn.Module.load_state_dict."""
+        if len(state_dicts) != len(self.seeds):
+            raise RuntimeError(f'{len(state_dicts)} nets saved, {len(self.seeds)} here')
+        net = self.template[0]
+        for k, state_dict in enumerate(state_dicts):
+            net.load_state_dict(state_dict)
+            weights = net.state_dict()
+            for i, layer in enumerate(self.layers):
+                for name, tensor in (layer.weights_of(k) if hasattr(layer, 'weights_of') else {}).items():
+                    tensor.copy_(weights[f'{i}.{name}'])
+
+
+class NetGroups(SeveralNets):
+    """K nets as groups of StackedNets side by side, so that each group can train in a thread of its own
+    (speed.SpreadStep): on a CPU with C cores, min(K, C) groups. Seen from outside it is one StackedNets of
+    all the nets: the same seeds, outputs, vote, weights per net, and the dropout generators in net order."""
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = nn.ModuleList(groups)
+        sizes = [len(group.seeds) for group in groups]
+        self.spans = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]  # each group's nets
+        self.seeds = [seed for group in groups for seed in group.seeds]
+        self.generators = None if groups[0].generators is None else [g for group in groups for g in group.generators]
+        self.template = groups[0].template
+
+    def own_images(self, images):
+        return torch.cat([group(images[:, a:b]) for group, (a, b) in zip(self.groups, self.spans)])
+
+    def each_net(self, images):
+        return torch.cat([group.each_net(images) for group in self.groups])
+
+    def state_dicts(self):
+        return [state_dict for group in self.groups for state_dict in group.state_dicts()]
+
+    def load_nets(self, state_dicts):
+        if len(state_dicts) != len(self.seeds):
+            raise RuntimeError(f'{len(state_dicts)} nets saved, {len(self.seeds)} here')
+        for group, (a, b) in zip(self.groups, self.spans):
+            group.load_nets(state_dicts[a:b])
 
 
 def stacked_layer(i, layers, seen, generators):
