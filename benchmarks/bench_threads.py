@@ -2,6 +2,8 @@
 torch's own policy (every core shares each operation: what the scripts did before plumbing/speed.py) and under
 the scripts' (one thread per net, the test pass on every core, --seeds' groups side by side in threads).
 
+(0) The machine itself: a loop of single-threaded 256 x 256 matrix products, alone and beside the competing
+    process. On a machine whose cores share their hardware, no thread policy does better than this.
 (1) One net, on a quiet machine and beside a competing CPU-bound process that this benchmark starts and stops
     itself (a busy machine: a browser, another run), the two policies alternating.
 (2) K nets at once (--seeds 1..K) against one net, each policy against its own one net, on a quiet machine.
@@ -10,6 +12,7 @@ Printed: medians over --repeats rounds, in seconds (training epoch + test pass) 
 
     python benchmarks/bench_threads.py --data-dir DIR                  # Fashion-MNIST in DIR/FashionMNIST/raw/
     python benchmarks/bench_threads.py --data-dir DIR --nets simple --limit 3000 --repeats 3 --k 2 5
+    python benchmarks/bench_threads.py --data-dir DIR --skip one several                  # (0) alone
 """
 import contextlib
 import statistics
@@ -68,17 +71,34 @@ def competing_process(busy):
         process.wait()
 
 
+def matrix_products(n=2000):
+    """Seconds of n single-threaded 256 x 256 matrix products."""
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    with speed.threads_set_to(1):
+        return timed(lambda: [a @ b for _ in range(n)], CPU)
+
+
 def main():
     parser = benchmark_parser(__doc__, limit=10000)
     parser.set_defaults(nets=['simple', 'relu', 'final'])
     parser.add_argument('--k', type=int, nargs='+', default=[2, 3, 5], help='how many nets at once (default: 2 3 5)')
-    parser.add_argument('--skip', choices=('one', 'several'), help='leave out part (1) or (2) (default: neither)')
+    parser.add_argument('--skip', nargs='+', choices=('machine', 'one', 'several'), default=[],
+                        help='leave out part (0), (1) or (2) (default: none)')
     args = parser.parse_args()
     data = common.load_data(args.dataset, args.data_dir, CPU, limit=args.limit)
     print(f'{args.dataset}: {len(data.train)} training, {len(data.test)} test images; CPU, '
           f'{torch.get_num_threads()} threads by torch\'s policy; torch {torch.__version__}; batch 10; '
           f'{args.repeats} rounds, alternating; medians of training epoch + test pass')
-    if args.skip != 'one':
+    if 'machine' not in args.skip:
+        runs = {}
+        for _ in range(args.repeats):
+            for busy in (False, True):
+                with competing_process(busy):
+                    runs.setdefault(busy, []).append(matrix_products())
+        quiet, busy = statistics.median(runs[False]), statistics.median(runs[True])
+        print(f'\n(0) the machine: one thread of matrix products, quiet {quiet:.2f}s, busy {busy:.2f}s, '
+              f'busy/quiet {busy / quiet:.2f}')
+    if 'one' not in args.skip:
         print('\n(1) one net: torch\'s policy (every core on each operation) against ours (1 thread per net)')
         print(f'{"net":7} {"quiet torch":>11} {"quiet ours":>10} {"ours/torch":>10} {"busy torch":>10} '
               f'{"busy ours":>9} {"ours/torch":>10} {"busy/quiet torch":>16} {"busy/quiet ours":>15}')
@@ -95,7 +115,7 @@ def main():
             qt, qo, bt, bo = m[False, 'torch'], m[False, 'ours'], m[True, 'torch'], m[True, 'ours']
             print(f'{name:7} {qt:10.2f}s {qo:9.2f}s {qo / qt:10.2f} {bt:9.2f}s {bo:8.2f}s {bo / bt:10.2f} '
                   f'{bt / qt:16.2f} {bo / qo:15.2f}', flush=True)
-    if args.skip != 'several':
+    if 'several' not in args.skip:
         print('\n(2) K nets at once against one net, quiet; each policy against its own one net')
         print(f'{"net":7} {"K":>2} {"one torch":>9} {"K torch":>8} {"K/1":>5} {"one ours":>8} {"K ours":>7} '
               f'{"K/1":>5} {"K ours/K torch":>14}')

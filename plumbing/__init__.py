@@ -6,6 +6,8 @@ open these modules to follow a run; each says in its docstring what it holds.
     stops        errors and stops: one line and an exit status, never a traceback (run_as_command), and
                  what is said of data files that do not read
     pictures     --plot
+    speed        the training step made fast where it runs: the CPU's threads (--threads), --seeds' groups of
+                 nets side by side in threads of their own, and on CUDA the graph of cuda_graph
     cuda_graph   speed on CUDA: the training step recorded once and replayed
     stacked      --seeds: several nets trained at once, and their vote
     own_images   --predict: your own images, prepared as the dataset's were

@@ -140,9 +140,11 @@ class SpreadStep:
                 for group, loss, part, (a, b) in zip(self.groups, self.losses, self.parts, self.spans)]
         for worker, job in zip(self.workers, jobs[1:]):
             worker.start(self.sgd_step, job)
+        # This thread keeps the groups' count until the test pass (SeveralNets.test_outputs) takes every core
+        # back: with every core between steps, torch's spare thread would spin beside the workers and slow them.
+        torch.set_num_threads(self.threads)
         try:
-            with threads_set_to(self.threads):
-                first = self.sgd_step(*jobs[0])
+            first = self.sgd_step(*jobs[0])
         finally:  # every group's step ends before this one does, whatever happened: nothing is left half-done
             others = [worker.result() for worker in self.workers]
         nets = [b - a for a, b in self.spans]
@@ -154,8 +156,9 @@ class Worker:
 
     def __init__(self, threads):
         self.jobs, self.results = queue.SimpleQueue(), queue.SimpleQueue()
-        threading.Thread(target=self.run, args=(threads, self.jobs, self.results), daemon=True,
-                         name='group of nets').start()
+        self.thread = threading.Thread(target=self.run, args=(threads, self.jobs, self.results), daemon=True,
+                                       name='group of nets')
+        self.thread.start()
 
     @staticmethod
     def run(threads, jobs, results):  # (no reference to the Worker: it can go away while this runs)
@@ -186,8 +189,11 @@ class Worker:
 
     @staticmethod
     def stop_all(workers):
+        """End the threads, and wait for them: one still inside torch when Python exits would abort it."""
         for worker in workers:
             worker.jobs.put(None)
+        for worker in workers:
+            worker.thread.join(timeout=60)
 
 
 def loss_of(loss_fn, nets):

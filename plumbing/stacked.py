@@ -28,6 +28,9 @@ the K nets side by side in one module, so that every operation does the work of 
   only its own channels (B x K*C x H x W);
 - a Linear layer is one batched matrix product over the K nets (torch.baddbmm; K x B x features);
 - pooling and activations act on each number alone, so one call serves all nets.
+On a CPU with C cores, the nets are split into min(K, C) such stacks (NetGroups), and each trains in a thread of
+its own with one thread per operation, side by side with the others (speed.SpreadStep): the script's step is
+called once per group, each with its slice of the batch.
 """
 import copy
 
@@ -153,6 +156,10 @@ class SeveralNets(nn.Module):
     """What StackedNets and NetGroups share: K nets' outputs (each_net), the vote, the test pass, and the nets
     one by one again (nets), from each_net, state_dicts and `template` (net 0 as it was built)."""
 
+    def __init__(self):
+        super().__init__()
+        self.test_threads = torch.get_num_threads()  # torch's count before training: every core, unless chosen
+
     def forward(self, images):
         """Images B x K x C x H x W, each net its own (training): each net's outputs, K x B x classes. Images
         N x C x H x W, the same for every net: scores whose largest is the nets' vote (vote_scores), so that
@@ -176,6 +183,7 @@ class SeveralNets(nn.Module):
         """Every net's outputs for every test image, K x N x classes, in eval mode (no dropout)."""
         was_training = self.training
         self.eval()
+        torch.set_num_threads(self.test_threads)  # every core again after a grouped step (speed.SpreadStep)
         nets, outputs = len(self.seeds), []
         batch_size = max(500 // nets, 1)  # 500 images' worth of work at a time, as common.predict
         for i in range(0, len(data.test), batch_size):
@@ -197,13 +205,9 @@ class SeveralNets(nn.Module):
 
 class StackedNets(SeveralNets):
     """K nets of one nn.Sequential architecture as one module. Each layer of the nets becomes one layer that
-    computes all K (see this file's docstring); their weights are copied in.
-
-    - Images B x K x C x H x W, each net its own (training): each net's outputs, K x B x classes.
-    - Images N x C x H x W, the same for every net: scores whose largest is the nets' vote (vote_scores), so
-      that common.predict gives the vote's classes; each_net() gives every net's outputs, K x N x classes.
-
-    `generators`: one per net, for its dropout masks (CPU); None: the device's generator draws them.
+    computes all K (see this file's docstring); their weights are copied in. What it takes and gives:
+    SeveralNets.forward. `generators`: one per net, for its dropout masks (CPU); None: the device's generator
+    draws them.
     """
 
     def __init__(self, nets, seeds, generators=None):

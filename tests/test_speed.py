@@ -185,7 +185,7 @@ def test_the_numbers_do_not_depend_on_how_the_threads_are_scheduled(cores, data_
 def test_a_stopped_run_of_groups_goes_on_exactly_with_its_own_groups(cores, data_dir, tmp_path, monkeypatch, capsys):
     """Stopped in epoch 2, then resumed where torch has one thread (another machine, OMP_NUM_THREADS=1): the
     saved run's two groups come back, and the run ends as the whole one did. Fails when the groups are not
-    saved (the optimizer's state would not fit) or the parts of the optimizer lose what --resume put back."""
+    saved (two stacks' weights would not fit one) or the dropout generators are not each net's."""
     five = ['--net', 'final', '--epochs', '3', '--seeds', '1', '2', '3', '4', '5']
     whole = pytorch_mnist_convnet.main(run(data_dir, *five))
     out = capsys.readouterr().out
@@ -219,3 +219,23 @@ def test_a_group_that_fails_stops_the_run_with_its_error(cores, data_dir, monkey
     with pytest.raises(stops.UserError, match='group 2 failed'):
         pytorch_mnist_convnet.main(twenty_steps(data_dir, '--seeds', '1', '2', '3'))
     capsys.readouterr()
+
+
+def test_an_optimizer_part_shares_the_state_and_follows_the_settings():
+    """A learner's momentum, --resume's load_state_dict (a new state) and a learning-rate schedule reach each
+    group's part of the optimizer. Fails when a part keeps a state of its own, or the settings it was made
+    with."""
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([a, b], lr=0.1, momentum=0.9)
+    part = speed.optimizer_part(optimizer, [b])
+    assert [p is b for p in part.param_groups[0]['params']] == [True]
+    b.grad = torch.ones(2)
+    part.step()
+    assert list(optimizer.state) == [b] and torch.equal(b.detach(), torch.full((2,), 0.9))
+    optimizer.load_state_dict(optimizer.state_dict())  # as --resume does: a new state, new settings
+    optimizer.param_groups[0]['lr'] = 1.0                # as a schedule does
+    part.follow(optimizer)
+    part.step()  # momentum 0.9 * 1 + gradient 1 = 1.9, times lr 1.0
+    assert torch.allclose(b.detach(), torch.full((2,), 0.9 - 1.9))
+    assert torch.equal(optimizer.state[b]['momentum_buffer'], torch.full((2,), 1.9))
+    assert torch.equal(a.detach(), torch.ones(2))  # not the part's
