@@ -78,6 +78,21 @@ def matrix_products(n=2000):
         return timed(lambda: [a @ b for _ in range(n)], CPU)
 
 
+def medians(repeats, one_round):
+    """The median of each time one_round() returns ({key: seconds}) over `repeats` rounds, alternating."""
+    rounds = [one_round() for _ in range(repeats)]
+    return {key: statistics.median(times[key] for times in rounds) for key in rounds[0]}
+
+
+def quiet_then_busy(measure):
+    """{(busy, key): seconds} of measure() ({key: seconds}) on a quiet machine, then beside a busy process."""
+    times = {}
+    for busy in (False, True):
+        with competing_process(busy):
+            times.update({(busy, key): seconds for key, seconds in measure().items()})
+    return times
+
+
 def main():
     parser = benchmark_parser(__doc__, limit=10000)
     parser.set_defaults(nets=['simple', 'relu', 'final'])
@@ -90,12 +105,8 @@ def main():
           f'{torch.get_num_threads()} threads by torch\'s policy; torch {torch.__version__}; batch 10; '
           f'{args.repeats} rounds, alternating; medians of training epoch + test pass')
     if 'machine' not in args.skip:
-        runs = {}
-        for _ in range(args.repeats):
-            for busy in (False, True):
-                with competing_process(busy):
-                    runs.setdefault(busy, []).append(matrix_products())
-        quiet, busy = statistics.median(runs[False]), statistics.median(runs[True])
+        m = medians(args.repeats, lambda: quiet_then_busy(lambda: {'products': matrix_products()}))
+        quiet, busy = m[False, 'products'], m[True, 'products']
         print(f'\n(0) the machine: one thread of matrix products, quiet {quiet:.2f}s, busy {busy:.2f}s, '
               f'busy/quiet {busy / quiet:.2f}')
     if 'one' not in args.skip:
@@ -104,14 +115,8 @@ def main():
               f'{"busy ours":>9} {"ours/torch":>10} {"busy/quiet torch":>16} {"busy/quiet ours":>15}')
         for name in args.nets:
             build, loss_fn, lr, wd = NETS[name]
-            runs = {}
-            for _ in range(args.repeats):
-                for busy in (False, True):
-                    with competing_process(busy):
-                        for policy in ('torch', 'ours'):
-                            runs.setdefault((busy, policy), []).append(
-                                epoch(build, loss_fn, lr, wd, data, [1], policy))
-            m = {key: statistics.median(times) for key, times in runs.items()}
+            m = medians(args.repeats, lambda: quiet_then_busy(
+                lambda: {policy: epoch(build, loss_fn, lr, wd, data, [1], policy) for policy in ('torch', 'ours')}))
             qt, qo, bt, bo = m[False, 'torch'], m[False, 'ours'], m[True, 'torch'], m[True, 'ours']
             print(f'{name:7} {qt:10.2f}s {qo:9.2f}s {qo / qt:10.2f} {bt:9.2f}s {bo:8.2f}s {bo / bt:10.2f} '
                   f'{bt / qt:16.2f} {bo / qo:15.2f}', flush=True)
@@ -121,13 +126,9 @@ def main():
               f'{"K/1":>5} {"K ours/K torch":>14}')
         for name in args.nets:
             build, loss_fn, lr, wd = NETS[name]
-            runs = {}
-            for _ in range(args.repeats):
-                for k in [1] + args.k:
-                    for policy in ('torch', 'ours'):
-                        runs.setdefault((k, policy), []).append(
-                            epoch(build, loss_fn, lr, wd, data, list(range(1, k + 1)), policy))
-            m = {key: statistics.median(times) for key, times in runs.items()}
+            m = medians(args.repeats, lambda: {
+                (k, policy): epoch(build, loss_fn, lr, wd, data, list(range(1, k + 1)), policy)
+                for k in [1] + args.k for policy in ('torch', 'ours')})
             for k in args.k:
                 print(f'{name:7} {k:2} {m[1, "torch"]:8.2f}s {m[k, "torch"]:7.2f}s {m[k, "torch"] / m[1, "torch"]:5.2f} '
                       f'{m[1, "ours"]:7.2f}s {m[k, "ours"]:6.2f}s {m[k, "ours"] / m[1, "ours"]:5.2f} '

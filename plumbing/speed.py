@@ -11,6 +11,7 @@ operation is big enough to share. The count never depends on timings, so the sam
 numbers (the number of threads changes how some sums round).
 """
 import copy
+import itertools
 import os
 import queue
 import threading
@@ -40,7 +41,7 @@ class Threads:
         said = f'{self.per_group} thread{"s" if self.per_group > 1 else ""} per {each}'
         if self.nets > 1:
             said += (f', {self.nets} nets side by side' if each == 'net'
-                     else f' ({" + ".join(str(b - a) for a, b in spans(self.nets, self.groups))} nets)')
+                     else f' ({" + ".join(map(str, group_sizes(self.nets, self.groups)))} nets)')
         return said + (f' ({self.why})' if self.why else '')
 
 
@@ -54,16 +55,17 @@ def choose_threads(flag, batch_size, device, nets=1, groups=None):
     if device.type != 'cpu':
         return Threads(cores, groups or 1, nets)
     groups = groups or min(nets, cores)
+    share = max(cores // groups, 1)  # each group's share of the cores
     variable = next((name for name in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS') if os.environ.get(name)), None)
     if flag:
         return Threads(flag, groups, nets, f'--threads {flag}')
     if variable:
-        return Threads(max(cores // groups, 1), groups, nets, f'{variable}={os.environ[variable]}')
+        return Threads(share, groups, nets, f'{variable}={os.environ[variable]}')
     if cores != THREADS_AT_START:
-        return Threads(max(cores // groups, 1), groups, nets, f'torch.set_num_threads({cores})')
+        return Threads(share, groups, nets, f'torch.set_num_threads({cores})')
     if batch_size <= SMALL_BATCH:
         return Threads(1, groups, nets)
-    return Threads(max(cores // groups, 1), groups, nets, f'batches above {SMALL_BATCH} images')
+    return Threads(share, groups, nets, f'batches above {SMALL_BATCH} images')
 
 
 def device_line(args):
@@ -71,10 +73,14 @@ def device_line(args):
     return f'{args.device}, {args.threads}' if args.device.type == 'cpu' else str(args.device)
 
 
-def spans(nets, groups):
-    """(first, end) of each group of nets: as even as can be, the first groups the larger."""
-    sizes = [nets // groups + (i < nets % groups) for i in range(groups)]
-    ends = [sum(sizes[:i + 1]) for i in range(groups)]
+def group_sizes(nets, groups):
+    """How many nets each group holds: as even as can be, the first groups the larger (5, 2 -> [3, 2])."""
+    return [nets // groups + (i < nets % groups) for i in range(groups)]
+
+
+def spans(sizes):
+    """(first, end) of each group of nets, from their sizes ([3, 2] -> [(0, 3), (3, 5)])."""
+    ends = list(itertools.accumulate(sizes))
     return list(zip([0] + ends[:-1], ends))
 
 
@@ -128,6 +134,7 @@ class SpreadStep:
     def __init__(self, sgd_step, model, loss_fn, optimizer, threads):
         self.sgd_step, self.optimizer, self.threads = sgd_step, optimizer, threads
         self.groups, self.spans = list(model.groups), model.spans
+        self.sizes = [b - a for a, b in self.spans]  # nets in each group
         self.losses = [loss_of(loss_fn, group) for group in self.groups]
         self.parts = [optimizer_part(optimizer, group.parameters()) for group in self.groups]
         self.workers = [Worker(threads) for _ in self.groups[1:]]
@@ -147,8 +154,7 @@ class SpreadStep:
             first = self.sgd_step(*jobs[0])
         finally:  # every group's step ends before this one does, whatever happened: nothing is left half-done
             others = [worker.result() for worker in self.workers]
-        nets = [b - a for a, b in self.spans]
-        return sum(loss * n for loss, n in zip([first, *others], nets)) / sum(nets)
+        return sum(loss * n for loss, n in zip([first, *others], self.sizes)) / sum(self.sizes)
 
 
 class Worker:

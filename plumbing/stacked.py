@@ -58,7 +58,7 @@ def seeded(make_net, seeds, device, groups=1):
     if groups == 1:
         return StackedNets(nets, seeds, generators if cpu else None)
     return NetGroups([StackedNets(nets[a:b], seeds[a:b], generators[a:b] if cpu else None)
-                      for a, b in speed.spans(len(seeds), groups)])
+                      for a, b in speed.spans(speed.group_sizes(len(seeds), groups))])
 
 
 def summed_over_nets(loss_fn):
@@ -69,9 +69,7 @@ def summed_over_nets(loss_fn):
         nets = len(outputs)
         mean = loss_fn(outputs.flatten(0, 1), labels.t().flatten())  # over every net's every image
         return GradientTimes.apply(mean, nets)
-    remake = getattr(loss_fn, 'for_nets', None)
-    if remake:  # (a loss that reads the nets' weights: each group of nets gets its own, speed.loss_of)
-        loss.for_nets = lambda nets: summed_over_nets(remake(nets))
+    loss.for_nets = lambda nets: summed_over_nets(speed.loss_of(loss_fn, nets))  # each group's (speed.SpreadStep)
     return loss
 
 
@@ -260,8 +258,7 @@ class NetGroups(SeveralNets):
     def __init__(self, groups):
         super().__init__()
         self.groups = nn.ModuleList(groups)
-        sizes = [len(group.seeds) for group in groups]
-        self.spans = [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(len(sizes))]  # each group's nets
+        self.spans = speed.spans([len(group.seeds) for group in groups])  # each group's nets
         self.seeds = [seed for group in groups for seed in group.seeds]
         self.generators = None if groups[0].generators is None else [g for group in groups for g in group.generators]
         self.template = groups[0].template

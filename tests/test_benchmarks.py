@@ -85,6 +85,22 @@ def test_bench_seeds_prints_one_row_per_net(data_dir):
                          result.stdout, re.M), result.stdout
 
 
+def test_bench_threads_prints_its_three_parts(data_dir):
+    """The machine's line, one net quiet and busy, and K nets against one. Fails when a part is left out or a
+    row lacks a figure."""
+    result = run_script('benchmarks/bench_threads.py', '--data-dir', data_dir, '--limit', '60', '--repeats', '1',
+                        '--nets', 'simple', '--k', '2')
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf'^\(0\) the machine: one thread of matrix products, quiet {NUMBER}s, busy {NUMBER}s, '
+                     rf'busy/quiet {NUMBER}$', result.stdout, re.M), result.stdout
+    # quiet torch, quiet ours, ratio, busy torch, busy ours, ratio, busy/quiet torch, busy/quiet ours
+    assert re.search(rf'^simple +{NUMBER}s +{NUMBER}s +{NUMBER} +{NUMBER}s +{NUMBER}s +{NUMBER} +{NUMBER} +{NUMBER}$',
+                     result.stdout, re.M), result.stdout
+    # K, one torch, K torch, K/1, one ours, K ours, K/1, ours/torch
+    assert re.search(rf'^simple +2 +{NUMBER}s +{NUMBER}s +{NUMBER} +{NUMBER}s +{NUMBER}s +{NUMBER} +{NUMBER}$',
+                     result.stdout, re.M), result.stdout
+
+
 def test_reproduce_the_five_nets_vote_in_one_run(data_dir, tmp_path):
     results = tmp_path / 'results.jsonl'
     args = ['benchmarks/reproduce.py', '--dataset', 'mnist', '--data-dir', data_dir, '--epochs', '1',

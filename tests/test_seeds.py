@@ -12,6 +12,7 @@ import pytorch_mnist_convnet
 from plumbing import saving, stacked, stops
 from conftest import run_script
 from test_common import FINAL_LINE
+from test_errors import usage_error
 from test_cifar import cifar_dir, skip_md5  # noqa: F401 -- fixtures
 from test_stops import stop_at_step
 
@@ -203,10 +204,7 @@ def test_a_stop_saves_every_net(data_dir, tmp_path, monkeypatch, capsys):
                                                      'nothing, so --seeds would be ignored; drop it'),
 ])
 def test_seed_flags_are_checked(extra, message, capsys):
-    with pytest.raises(SystemExit) as stop:
-        pytorch_mnist_convnet.main(['--limit', '10', *extra])
-    assert stop.value.code == 2
-    assert f'error: {message}' in capsys.readouterr().err
+    assert usage_error(capsys, ['--limit', '10', *extra]).endswith(f'error: {message}')
 
 
 @pytest.mark.numerics

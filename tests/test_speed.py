@@ -12,6 +12,7 @@ import common
 import pytorch_mnist
 import pytorch_mnist_convnet
 from plumbing import speed, stacked, stops
+from test_errors import usage_error
 from test_resume import assert_same_run, epoch_lines, run
 from test_seeds import float64, twenty_steps  # noqa: F401 -- fixture
 from test_stops import stop_at_step
@@ -54,7 +55,8 @@ def test_several_nets_are_split_into_one_group_per_core(cores):
     assert speed.choose_threads(None, 10, CPU, nets=2).groups == 2
     assert speed.choose_threads(None, 10, CPU, nets=5, groups=1).groups == 1   # a --resume run keeps its own
     assert speed.choose_threads(None, 10, torch.device('cuda'), nets=5).groups == 1  # elsewhere: one stack
-    assert speed.spans(5, 2) == [(0, 3), (3, 5)] and speed.spans(3, 3) == [(0, 1), (1, 2), (2, 3)]
+    assert speed.group_sizes(5, 2) == [3, 2] and speed.spans([3, 2]) == [(0, 3), (3, 5)]
+    assert speed.spans(speed.group_sizes(3, 3)) == [(0, 1), (1, 2), (2, 3)]
     assert str(speed.Threads(1)) == '1 thread per net'
     assert str(speed.Threads(1, groups=2, nets=2)) == '1 thread per net, 2 nets side by side'
     assert str(speed.Threads(1, groups=2, nets=5)) == '1 thread per group of nets (3 + 2 nets)'
@@ -102,19 +104,14 @@ def test_threads_the_user_set_before_the_script_are_kept(cores, data_dir, monkey
                                                  'so --threads would be ignored; drop it'),
 ])
 def test_threads_flag_errors(extra, message, capsys):
-    with pytest.raises(SystemExit) as stop:
-        pytorch_mnist.main(['--limit', '10', *extra])
-    assert stop.value.code == 2
-    assert f'error: {message}' in capsys.readouterr().err
+    assert usage_error(capsys, ['--limit', '10', *extra], pytorch_mnist).endswith(f'error: {message}')
 
 
 def test_threads_on_a_gpu_is_a_usage_error(monkeypatch, capsys):
     monkeypatch.setattr(common, 'choose_device', lambda name: torch.device('cuda'))
-    with pytest.raises(SystemExit) as stop:
-        pytorch_mnist.main(['--limit', '10', '--threads', '2'])
-    assert stop.value.code == 2
-    assert ("error: argument --threads: it sets the CPU's threads, and this run trains on cuda; drop it, or add "
-            "--device cpu") in capsys.readouterr().err
+    assert usage_error(capsys, ['--limit', '10', '--threads', '2'], pytorch_mnist).endswith(
+        "error: argument --threads: it sets the CPU's threads, and this run trains on cuda; drop it, or add "
+        "--device cpu")
 
 
 def test_the_groups_train_side_by_side_in_threads_of_their_own(cores, data_dir, monkeypatch, capsys):
