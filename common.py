@@ -167,14 +167,18 @@ class Batches:
     def __iter__(self):
         self.epoch, self.done = self.epoch + 1, 0
         order = self.shuffled_order()
+        threads = torch.get_num_threads()  # a training step may keep fewer for itself (plumbing/speed.py)
         with tqdm(total=len(self), desc=f'Epoch {self.epoch}/{self.epochs}', unit='batch', leave=False,
                   file=sys.stderr, disable=None if self.progress else True) as bar:
-            for start in range(0, len(self) * self.batch_size, self.batch_size):
-                if self.at_batch_boundary:
-                    self.at_batch_boundary()
-                yield self.batch(order[start:start + self.batch_size])
-                self.done += 1  # the loop asks for the next batch: this one's step has finished
-                bar.update()
+            try:
+                for start in range(0, len(self) * self.batch_size, self.batch_size):
+                    if self.at_batch_boundary:
+                        self.at_batch_boundary()
+                    yield self.batch(order[start:start + self.batch_size])
+                    self.done += 1  # the loop asks for the next batch: this one's step has finished
+                    bar.update()
+            finally:
+                torch.set_num_threads(threads)  # the test pass after it gets every core back
 
     def shuffled_order(self):
         """This pass's order, on the device: a random permutation of the training images, or with fixed_order

@@ -96,30 +96,19 @@ def fast_step(sgd_step, model, loss_fn, optimizer, threads=None):
 
 
 class StepWithThreads:
-    """The step with `threads` threads for each of its operations; everything else (the test pass, the data)
-    keeps torch's own count. (Setting the count takes a tenth of a microsecond.)"""
+    """The step with `threads` threads for each of its operations. The count stays so until the training pass
+    ends, when common.Batches puts torch's own count back for the test pass: were it put back after every step,
+    the batch's preparation would wake torch's other threads, and they would spin on the spare cores until the
+    next step (twice the CPU time, and a machine doing other work would feel it). (Setting the count takes a
+    tenth of a microsecond.)"""
 
     def __init__(self, sgd_step, model, loss_fn, optimizer, threads):
         self.sgd_step, self.model, self.loss_fn, self.optimizer, self.threads = (sgd_step, model, loss_fn,
                                                                                   optimizer, threads)
 
     def __call__(self, images, labels):
-        with threads_set_to(self.threads):
-            return self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
-
-
-class threads_set_to:
-    """torch's thread count for this thread set to n inside the block, and back after it."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
+        torch.set_num_threads(self.threads)
+        return self.sgd_step(self.model, self.loss_fn, self.optimizer, images, labels)
 
 
 class SpreadStep:
@@ -147,9 +136,7 @@ class SpreadStep:
                 for group, loss, part, (a, b) in zip(self.groups, self.losses, self.parts, self.spans)]
         for worker, job in zip(self.workers, jobs[1:]):
             worker.start(self.sgd_step, job)
-        # This thread keeps the groups' count until the test pass (SeveralNets.test_outputs) takes every core
-        # back: with every core between steps, torch's spare thread would spin beside the workers and slow them.
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads)  # until the pass ends, as StepWithThreads says
         try:
             first = self.sgd_step(*jobs[0])
         finally:  # every group's step ends before this one does, whatever happened: nothing is left half-done

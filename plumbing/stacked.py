@@ -154,10 +154,6 @@ class SeveralNets(nn.Module):
     """What StackedNets and NetGroups share: K nets' outputs (each_net), the vote, the test pass, and the nets
     one by one again (nets), from each_net, state_dicts and `template` (net 0 as it was built)."""
 
-    def __init__(self):
-        super().__init__()
-        self.test_threads = torch.get_num_threads()  # torch's count before training: every core, unless chosen
-
     def forward(self, images):
         """Images B x K x C x H x W, each net its own (training): each net's outputs, K x B x classes. Images
         N x C x H x W, the same for every net: scores whose largest is the nets' vote (vote_scores), so that
@@ -181,7 +177,6 @@ class SeveralNets(nn.Module):
         """Every net's outputs for every test image, K x N x classes, in eval mode (no dropout)."""
         was_training = self.training
         self.eval()
-        torch.set_num_threads(self.test_threads)  # every core again after a grouped step (speed.SpreadStep)
         nets, outputs = len(self.seeds), []
         batch_size = max(500 // nets, 1)  # 500 images' worth of work at a time, as common.predict
         for i in range(0, len(data.test), batch_size):

@@ -64,10 +64,13 @@ def test_several_nets_are_split_into_one_group_per_core(cores):
 
 
 def threads_seen(script, monkeypatch):
-    """Spy on the script's step and test pass: the thread count torch has while each runs."""
-    seen = {'step': set(), 'test': set()}
-    step, test = script.sgd_step, common.test_accuracy
+    """Spy on the script's step, the batches prepared between two steps, and the test pass: the thread count
+    torch has while each runs."""
+    seen = {'step': set(), 'between': set(), 'test': set()}
+    step, test, batch = script.sgd_step, common.test_accuracy, common.Batches.batch
     monkeypatch.setattr(script, 'sgd_step', lambda *args: seen['step'].add(torch.get_num_threads()) or step(*args))
+    monkeypatch.setattr(common.Batches, 'batch', lambda self, idx: (
+        self.done and seen['between'].add(torch.get_num_threads())) or batch(self, idx))
     monkeypatch.setattr(common, 'test_accuracy',
                         lambda *args: seen['test'].add(torch.get_num_threads()) or test(*args))
     return seen
@@ -80,11 +83,13 @@ def threads_seen(script, monkeypatch):
 ])
 def test_a_step_trains_with_the_policys_threads_and_the_test_pass_with_every_core(
         cores, data_dir, monkeypatch, capsys, extra, step_threads, device_line):
-    """Fails when the policy is not applied to the step, when the test pass does not get every core back, when
-    torch's count is left changed after the run, or when the Device line does not say the policy."""
+    """Fails when the policy is not applied to the step, when the count goes back to every core between two
+    steps (torch's spare threads would spin on the other core until the next step), when the test pass does not
+    get every core back, when torch's count is left changed after the run, or when the Device line does not say
+    the policy."""
     seen = threads_seen(pytorch_mnist, monkeypatch)
     pytorch_mnist.main(twenty_steps(data_dir, *extra))
-    assert seen == {'step': {step_threads}, 'test': {2}}
+    assert seen == {'step': {step_threads}, 'between': {step_threads}, 'test': {2}}
     assert torch.get_num_threads() == 2
     assert capsys.readouterr().out.splitlines()[0] == device_line
 
@@ -93,7 +98,7 @@ def test_threads_the_user_set_before_the_script_are_kept(cores, data_dir, monkey
     torch.set_num_threads(1)  # as a learner's edit, or OMP_NUM_THREADS=1, would
     seen = threads_seen(pytorch_mnist, monkeypatch)
     pytorch_mnist.main(twenty_steps(data_dir))
-    assert seen == {'step': {1}, 'test': {1}}
+    assert seen == {'step': {1}, 'between': {1}, 'test': {1}}
     assert capsys.readouterr().out.splitlines()[0] == 'Device: cpu, 1 thread per net (torch.set_num_threads(1))'
 
 
