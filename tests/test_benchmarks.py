@@ -162,3 +162,13 @@ def test_bench_startup_prints_a_row_per_command(data_dir):
     for command in ('pytorch_mnist_convnet.py --help', 'pytorch_mnist_convnet.py --epochs 1 --limit 1000',
                     'pytorch_mnist.py --epochs 1 --limit 1000'):
         assert re.search(rf'^{re.escape(command)} +this +{NUMBER}$', result.stdout, re.M), result.stdout
+
+
+def test_bench_processes_trains_the_same_nets_both_ways_and_prints_a_row_per_k(data_dir):
+    result = run_script('benchmarks/bench_processes.py', '--data-dir', data_dir, '--limit', '60', '--repeats', '1',
+                        '--nets', 'simple', '--k', '2', '3')
+    assert result.returncode == 0, result.stderr
+    assert 'simple: processes train the same 3 nets as threads: yes' in result.stdout, result.stdout
+    for k in (2, 3):  # K, one net, threads, K/1, processes, K/1, processes/threads
+        row = rf'^simple +{k} +{NUMBER}s +{NUMBER}s +{NUMBER} +{NUMBER}s +{NUMBER} +{NUMBER}$'
+        assert re.search(row, result.stdout, re.M), result.stdout
