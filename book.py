@@ -14,7 +14,7 @@ What differs, and why the book's published column differs from the original PyTo
   squared weight, biases left out) / (mini-batches per epoch); network.py the quadratic cost 1/2 |y - a|^2,
   averaged over the batch.
 - Dropout scales at test time, not in training (Dropout).
-- Reporting (result_lines): the validation accuracy after each epoch picks the epoch, and the published
+- Reporting (best_epoch): the validation accuracy after each epoch picks the epoch, and the published
   figure is the test accuracy at the best validation epoch, a later epoch winning a tie. The default
   protocol holds nothing out and reports the last epoch's test accuracy.
 """
@@ -36,6 +36,7 @@ RECIPES = {
     'final': dict(epochs=40, lr=0.03, lmbda=0.0),
 }
 VALIDATION = 10_000  # of MNIST's 60,000 training images: the last 10,000
+RESHUFFLED = {'nielsen'}  # network.py reshuffles the training images every epoch; network3 never does
 
 
 def validation_size(n):
@@ -54,11 +55,14 @@ class Data(common.Data):
     validation: common.Split = None   # the held-out training images, on the device
 
     def test_accuracy(self, model):
-        """The test accuracy, with the validation accuracy beside it (an Accuracy): common.test_accuracy
+        """The test accuracy, with the validation accuracy beside it (a common.Accuracy): common.test_accuracy
         asks data that has a validation split for this."""
         test = common.Data(self.name, None, self.test, self.mean, self.std)
         held_out = common.Data(self.name, None, self.validation, self.mean, self.std)  # validation as a test split
-        return Accuracy(common.test_accuracy(model, test), common.test_accuracy(model, held_out))
+        accuracy = common.test_accuracy(model, test)
+        accuracy = accuracy if isinstance(accuracy, common.Accuracy) else common.Accuracy(accuracy)
+        accuracy.validation = common.test_accuracy(model, held_out)
+        return accuracy
 
 
 def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1, fixed_order=True):
@@ -75,6 +79,11 @@ def load_data(name, data_dir, device, limit=None, extend=False, pad=0, seed=1, f
     return Data(name, common.Split(images, labels), data.test, torch.zeros_like(data.mean),
                 torch.ones_like(data.std), classes=data.classes, fixed_order=fixed_order,
                 validation=common.Split(*validation))
+
+
+def as_in_the_book(net, make_net):
+    """make_net as the book's code builds it: network.py's (network_py_net) for chapter 1's net, else network3's."""
+    return network_py_net(make_net) if net == 'nielsen' else network3_net(make_net)
 
 
 def network3_net(make_net):
@@ -146,12 +155,15 @@ def weight_cost(net, lmbda, batches):
     (Several nets stacked as one, --seeds: their mean, which plumbing/stacked.py's loss turns into each net's
     own gradient.)"""
     squares = sum((w ** 2).sum() for name, w in net.named_parameters() if name.endswith('weight'))
-    return 0.5 * lmbda * squares / batches / len(getattr(net, 'seeds', [1]))
+    return 0.5 * lmbda * squares / batches / common.nets_in(net)
 
 
 def half_squared_error(outputs, labels):
     """network.py's quadratic cost: 1/2 |y - a|^2 for the one-hot target y, averaged over the batch."""
     return 0.5 * (outputs - F.one_hot(labels, outputs.shape[-1]).to(outputs.dtype)).pow(2).sum(-1).mean()
+
+
+COSTS = {'nielsen': half_squared_error}  # the cost of the book's code where it is not the script's own
 
 
 def cost(loss_fn, net, lmbda, batches):
@@ -163,53 +175,6 @@ def cost(loss_fn, net, lmbda, batches):
         return loss_fn(outputs, labels) + weight_cost(net, lmbda, batches)
     loss_plus_weight_cost.for_nets = lambda nets: cost(loss_fn, nets, lmbda, batches)  # (--seeds: each group's)
     return loss_plus_weight_cost
-
-
-class Accuracy(float):
-    """An epoch's test accuracy, as a float, that also holds the validation accuracy of that epoch; it prints
-    as `0.9876, validation 0.9880`. (Several nets: `test` and `validation` each hold every net's.)"""
-
-    def __new__(cls, test, validation):
-        self = super().__new__(cls, test)
-        self.test, self.validation = test, validation
-        return self
-
-    def __reduce__(self):  # copy and pickle it whole
-        return Accuracy, (self.test, self.validation)
-
-    def __format__(self, spec):
-        return f'{self.test:{spec}}, validation {float(self.validation):{spec}}'
-
-
-def result_lines(history, trained=True):
-    """After training: the epoch of best validation accuracy, then the result line, that epoch's test
-    accuracy. Several nets (--seeds): each net's at its own best epoch, the vote of the nets as the last
-    epoch left them (the book's ensemble), then the mean of the nets' results. A saved model tested
-    (trained=False): its validation accuracy, then its test accuracy."""
-    accuracies = history['accuracy']
-    epochs = len(accuracies)
-    several = hasattr(accuracies[0].test, 'per_net')
-    if not trained:
-        last = accuracies[-1]
-        if not several:
-            return [f'Validation accuracy {last.validation:.4f}', f'Test data results: {last.test:.4f}']
-        return ([f'Seed {seed}: {test:.4f}, validation {validation:.4f}' for seed, test, validation
-                 in zip(last.test.seeds, last.test.per_net, last.validation.per_net)]
-                + [f'Ensemble of {len(last.test.seeds)} nets (majority vote): {last.test.vote:.4f}',
-                   f'Test data results: {float(last.test):.4f}'])
-    if not several:
-        best = best_epoch([a.validation for a in accuracies])
-        return [f'Best validation accuracy {accuracies[best].validation:.4f} at epoch {best + 1}/{epochs}',
-                f'Test data results: {accuracies[best].test:.4f}']
-    lines, results = [], []
-    for k, seed in enumerate(accuracies[0].test.seeds):
-        best = best_epoch([a.validation.per_net[k] for a in accuracies])
-        results.append(accuracies[best].test.per_net[k])
-        lines.append(f'Seed {seed}: {results[-1]:.4f} at epoch {best + 1}/{epochs}, its best validation accuracy '
-                     f'{accuracies[best].validation.per_net[k]:.4f}')
-    return lines + [f'Ensemble of {len(results)} nets (majority vote, after the last epoch): '
-                    f'{accuracies[-1].test.vote:.4f}',
-                    f'Test data results: {sum(results) / len(results):.4f}']
 
 
 def best_epoch(validation):

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
-from plumbing import flags, own_images, saving, speed, stacked, stops
+from plumbing import flags, modes, own_images, speed, stops
 
 # As in pytorch_mnist_convnet.py, 2x2 max-pooling comes before the activation: pooling first is the
 # same function (max-pool commutes with a rising activation) on 4x fewer values.
@@ -64,7 +64,7 @@ RECIPES = {'final': dict(epochs=25, lr=0.01, wd=0.0),
 
 def parse_args(argv=None):
     parser = flags.make_parser(__doc__, NETS, RECIPES, datasets=('cifar10',), batch_size=4, extend=False)
-    return flags.parse_args(parser, argv)
+    return modes.parse_args(parser, argv)
 
 
 def sgd_step(model, loss_fn, optimizer, images, labels):
@@ -77,35 +77,28 @@ def sgd_step(model, loss_fn, optimizer, images, labels):
 
 
 def train(args, model, data, loss_fn=F.cross_entropy):
-    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history,
-    and what --resume needs to go on from the end. (With --seeds, `model` is several nets trained as one, and
-    this loop trains them all: plumbing/stacked.py says how.)"""
+    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history.
+    (With --seeds, `model` is several nets trained as one, and this loop trains them all: plumbing/stacked.py
+    says how.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = speed.fast_step(sgd_step, model, loss_fn, optimizer, args.threads)  # the same step, made fast
     batches = common.Batches(data, args.batch_size, args.seeds or args.seed, args.epochs,
                              progress=not args.no_progress)  # --seeds: a batch order for each net
     history = {'loss': [], 'accuracy': []}
-    first_epoch = saving.resume_into(args, model, optimizer, batches, history)  # --resume; else 1
-    boundary = saving.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
-    try:
-        for epoch in range(first_epoch, args.epochs + 1):
-            start = time.perf_counter()
-            model.train()  # training mode: dropout on (the test pass turns it off while it runs)
-            loss_sum = 0
-            for images, labels in batches:
-                loss_sum += step(images, labels) * len(labels)
-            mean_loss = loss_sum.item() / len(data.train)  # waits for the device; the batch loop never does
-            common.stop_if_diverged(mean_loss, epoch)
-            accuracy = common.test_accuracy(model, data)
-            history['loss'].append(mean_loss)
-            history['accuracy'].append(accuracy)
-            print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
-                  f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
-            boundary = saving.resume_point(args, model, optimizer, batches, history)  # now from here
-    except KeyboardInterrupt as stop:  # Ctrl-C, kill, a closed terminal or pipe: keep what was learned
-        saving.save_outputs(args, model, data, history, boundary, stopped=True)
-        raise stops.Interrupted(stop, batches, history) from None
-    return history, boundary
+    for epoch in modes.epochs(args, model, optimizer, batches, history):  # --resume: from where it stopped
+        start = time.perf_counter()
+        model.train()  # training mode: dropout on (the test pass turns it off while it runs)
+        loss_sum = 0
+        for images, labels in batches:
+            loss_sum += step(images, labels) * len(labels)
+        mean_loss = loss_sum.item() / len(data.train)  # waits for the device; the batch loop never does
+        common.stop_if_diverged(mean_loss, epoch)
+        accuracy = common.test_accuracy(model, data)
+        history['loss'].append(mean_loss)
+        history['accuracy'].append(accuracy)
+        print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
+              f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+    return history
 
 
 def class_report(predicted, labels, classes, first=8):
@@ -128,31 +121,14 @@ def main(argv=None):
     args = parse_args(argv)
     print(f'Device: {speed.device_line(args)}', flush=True)  # on the CPU, with its threads
     images = own_images.read_for(args)  # --predict: your own images, read first
-    if args.seeds:  # several nets, each the one its --seed builds, trained as one: plumbing/stacked.py
-        model = stacked.seeded(NETS[args.net], args.seeds, args.device, args.threads.groups)
-        loss_fn = stacked.summed_over_nets(F.cross_entropy)
-    else:
-        torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
-        model, loss_fn = NETS[args.net](), F.cross_entropy
-    model = model.to(args.device, memory_format=common.memory_format_for(args.device))
-    if args.load_model:  # the saved weights, checked before any data is read
-        saving.load_weights_into(model, args)
-    if args.load_model and args.predict:  # only your own images to classify: done, without a dataset
-        own_images.predict(args, model, images)
-        return model, None, None
-    data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit)
-    if args.load_model:  # a saved model: test it, train nothing
-        history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
-    else:
-        history, resume = train(args, model, data, loss_fn)
-        print()  # an empty line, then the result line
-    if args.seeds:  # each net's accuracy and their vote's, then their mean as the result line
-        stacked.print_results(history)
-    else:
-        print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    saving.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
-    if args.predict:
-        own_images.predict(args, model, images)
+    model = modes.net(args, NETS[args.net])  # --seeds: one net per seed, trained as one (plumbing/stacked.py)
+    if modes.only_predicting(args):  # --load-model --predict: your own images to classify, no dataset
+        return model, None, own_images.predict(args, model, images)
+    data = modes.data(args)
+    loss_fn = modes.loss(args, F.cross_entropy, model, data)  # --seeds: each net's own
+    history = modes.train(args, train, model, data, loss_fn)  # --load-model: test the saved model instead
+    modes.report(args, history)  # the result line (--seeds: each net's and their vote's)
+    modes.save(args, model, data, history, images)  # --save-model (resumable), --plot, --predict
     print()  # each class's accuracy (the vote's, for several nets), and the first test images
     print('\n'.join(class_report(common.predict(model, data), data.test.labels, data.classes)), flush=True)
     return model, data, history

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import book
 import common
-from plumbing import flags, own_images, saving, speed, stacked, stops
+from plumbing import flags, modes, own_images, speed, stops
 
 
 def nielsen():
@@ -55,77 +55,42 @@ def sgd_step(model, loss_fn, optimizer, images, labels):
 
 
 def train(args, model, data, loss_fn):
-    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history,
-    and what --resume needs to go on from the end. (With --seeds, `model` is several nets trained as one, and
-    this loop trains them all: plumbing/stacked.py says how.)"""
+    """Epoch after epoch, one SGD step per batch; after each epoch, the test accuracy. Returns the history.
+    (With --seeds, `model` is several nets trained as one, and this loop trains them all: plumbing/stacked.py
+    says how.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, weight_decay=args.wd)
     step = speed.fast_step(sgd_step, model, loss_fn, optimizer, args.threads)  # the same step, made fast
     batches = common.Batches(data, args.batch_size, args.seeds or args.seed, args.epochs,
                              progress=not args.no_progress)  # --seeds: a batch order for each net
     history = {'loss': [], 'accuracy': []}
-    first_epoch = saving.resume_into(args, model, optimizer, batches, history)  # --resume; else 1
-    boundary = saving.resume_point(args, model, optimizer, batches, history)  # a stopped run goes on from here
-    try:
-        for epoch in range(first_epoch, args.epochs + 1):
-            start = time.perf_counter()
-            model.train()  # training mode: dropout on (the test pass turns it off while it runs)
-            loss_sum = 0
-            for images, labels in batches:
-                loss_sum += step(images, labels) * len(labels)
-            mean_loss = loss_sum.item() / len(data.train)  # waits for the device; the batch loop never does
-            common.stop_if_diverged(mean_loss, epoch)
-            accuracy = common.test_accuracy(model, data)
-            history['loss'].append(mean_loss)
-            history['accuracy'].append(accuracy)
-            print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
-                  f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
-            boundary = saving.resume_point(args, model, optimizer, batches, history)  # now from here
-    except KeyboardInterrupt as stop:  # Ctrl-C, kill, a closed terminal or pipe: keep what was learned
-        saving.save_outputs(args, model, data, history, boundary, stopped=True)
-        raise stops.Interrupted(stop, batches, history) from None
-    return history, boundary
+    for epoch in modes.epochs(args, model, optimizer, batches, history):  # --resume: from where it stopped
+        start = time.perf_counter()
+        model.train()  # training mode: dropout on (the test pass turns it off while it runs)
+        loss_sum = 0
+        for images, labels in batches:
+            loss_sum += step(images, labels) * len(labels)
+        mean_loss = loss_sum.item() / len(data.train)  # waits for the device; the batch loop never does
+        common.stop_if_diverged(mean_loss, epoch)
+        accuracy = common.test_accuracy(model, data)
+        history['loss'].append(mean_loss)
+        history['accuracy'].append(accuracy)
+        print(f'Test data results: {accuracy:.4f}, Epoch {epoch}/{args.epochs}, '
+              f'train loss {mean_loss:.4f}, {time.perf_counter() - start:.1f} s', flush=True)
+    return history
 
 
 def main(argv=None):
-    args = flags.parse_args(flags.make_parser(__doc__, NETS, RECIPES, book=book.RECIPES), argv)
+    args = modes.parse_args(flags.make_parser(__doc__, NETS, RECIPES, book=book.RECIPES), argv)
     print(f'Device: {speed.device_line(args)}', flush=True)  # on the CPU, with its threads
     images = own_images.read_for(args)  # --predict: your own images, read first
-    make_net = book.network_py_net(NETS[args.net]) if args.book else NETS[args.net]  # --book: N(0, 1) weights
-    if args.seeds:  # several nets, each the one its --seed builds, trained as one: plumbing/stacked.py
-        model = stacked.seeded(make_net, args.seeds, args.device, args.threads.groups)
-    else:
-        torch.manual_seed(args.seed)  # the initial weights; the batch order has a generator of its own
-        model = make_net()
-    model = model.to(args.device)
-    if args.load_model:  # the saved weights, checked before any data is read
-        saving.load_weights_into(model, args)
-    if args.load_model and args.predict:  # only your own images to classify: done, without a dataset
-        own_images.predict(args, model, images)
-        return model, None, None
-    if args.book:  # network.py's data: 10,000 training images held out, raw pixels, reshuffled every epoch
-        data = book.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
-                              fixed_order=False)
-    else:
-        data = common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data)
-    loss_fn = LOSSES[args.net]
-    if args.book:  # network.py's cost, 1/2 |y - a|^2 (and --lmbda's L2 term, which chapter 1 does not use)
-        loss_fn = book.cost(book.half_squared_error, model, args.lmbda, batches=len(data.train) // args.batch_size)
-    if args.seeds:
-        loss_fn = stacked.summed_over_nets(loss_fn)
-    if args.load_model:  # a saved model: test it, train nothing
-        history, resume = {'loss': [], 'accuracy': [common.test_accuracy(model, data)]}, None
-    else:
-        history, resume = train(args, model, data, loss_fn)
-        print()  # an empty line, then the result line
-    if args.book:  # the epoch of best validation accuracy, then the test accuracy there
-        print('\n'.join(book.result_lines(history, trained=not args.load_model)), flush=True)
-    elif args.seeds:  # each net's accuracy and their vote's, then their mean as the result line
-        stacked.print_results(history)
-    else:
-        print(f'Test data results: {history["accuracy"][-1]:.4f}', flush=True)
-    saving.save_outputs(args, model, data, history, resume)  # --save-model (resumable), --plot
-    if args.predict:
-        own_images.predict(args, model, images)
+    model = modes.net(args, NETS[args.net])  # --seeds: one net per seed, trained as one (plumbing/stacked.py)
+    if modes.only_predicting(args):  # --load-model --predict: your own images to classify, no dataset
+        return model, None, own_images.predict(args, model, images)
+    data = modes.data(args)  # --book: 10,000 training images held out, raw pixels (book.py)
+    loss_fn = modes.loss(args, LOSSES[args.net], model, data)  # --book: the book's cost, 1/2 |y - a|^2
+    history = modes.train(args, train, model, data, loss_fn)  # --load-model: test the saved model instead
+    modes.report(args, history)  # the result line (--seeds: each net's and their vote's; --book: its best epoch)
+    modes.save(args, model, data, history, images)  # --save-model (resumable), --plot, --predict
     return model, data, history
 
 

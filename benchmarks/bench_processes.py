@@ -86,7 +86,8 @@ def training_epoch(build, loss_fn, lr, wd, data, k, spread, weights=None):
         torch.manual_seed(1)
         model, loss = build(), loss_fn
     else:
-        model, loss = stacked.seeded(build, seeds, CPU, threads.groups), stacked.summed_over_nets(loss_fn)
+        groups = min(k, max(threads.groups, 2))  # at least two, to compare (OMP_NUM_THREADS=1 would give one)
+        model, loss = stacked.seeded(build, seeds, CPU, groups), stacked.summed_over_nets(loss_fn)
     model = model.to(CPU, memory_format=common.memory_format_for(CPU))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
     if k == 1:

@@ -129,8 +129,7 @@ def run_once(name, args, seed):
         argv += ['--epochs', str(args.epochs)]
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        _, data, history = script.main(argv)
-    history = saving.plain_history(history)  # several nets: each net's accuracies (per_net) and the vote's
+        _, data, history = script.main(argv)  # several nets: each net's accuracies (per_net), the vote's
     seconds = time.perf_counter() - start
     device, _, threads = out.getvalue().splitlines()[0].removeprefix('Device: ').partition(', ')
     return {'row': name, 'dataset': args.dataset, 'command': command(name, args.dataset), 'argv': argv,

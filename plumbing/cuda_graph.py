@@ -67,7 +67,7 @@ class CudaGraphStep:
             try:
                 self.graph = self.record(images, labels)
             except Exception as e:  # noqa: BLE001 -- whatever stops the recording, training goes on without it
-                self.turn_off(f'the step could not be recorded ({stops.first_line(innermost_cause(e))})')
+                self.turn_off(f'the step could not be recorded ({stops.first_line(stops.innermost_cause(e))})')
                 action = 'eager'
         self.steps += 1
         if action == 'warm-up':
@@ -155,10 +155,3 @@ def why_not_recordable(optimizer):
     if not isinstance(optimizer, torch.optim.SGD) and not all(group.get('capturable') for group in optimizer.param_groups):
         return f'{name} is not known to be safe to record (only SGD and optimizers with capturable=True are)'
     return None
-
-
-def innermost_cause(error):
-    """The error that started a chain: a failed recording reports its own error on top of the real one."""
-    while error.__context__ is not None:
-        error = error.__context__
-    return error

@@ -4,13 +4,14 @@ Each bad value is a usage error naming its flag, before any work starts."""
 import argparse
 import math
 import os
+import stat
 import sys
 import tempfile
 
 import numpy as np
 
 import common
-from plumbing import pictures, saving, speed, stops
+from plumbing import speed
 
 
 def positive_int(text):
@@ -41,10 +42,24 @@ def seed_number(text):
     return value
 
 
+def non_regular(path):
+    """'a character device', 'a block device', 'a FIFO (named pipe)' or 'a socket' when that is what `path`
+    is (after symbolic links); None for a regular file, a folder, or nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, kind in ((stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
+                       (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket')):
+        if test(mode):
+            return kind
+    return None
+
+
 def output_path(text):
     """A file that can be written: not a folder, nor a device, FIFO or socket (saving.atomic_write would not
     replace it), in a folder that exists and takes a new file (tried)."""
-    kind = saving.non_regular(text)
+    kind = non_regular(text)
     if kind:
         raise argparse.ArgumentTypeError(f'{text} is {kind}, not a regular file; give a file path')
     if text.endswith(('/', os.sep)) or os.path.isdir(text):
@@ -60,17 +75,23 @@ def output_path(text):
     return text
 
 
+def picture_formats():
+    """The file formats matplotlib can write here."""
+    import matplotlib
+    matplotlib.use('Agg')  # no display needed
+    from matplotlib.figure import Figure
+    return Figure().canvas.get_supported_filetypes()
+
+
 def picture_path(text):
     """An output_path whose extension names a format matplotlib writes (.png, .pdf, .svg, .jpg, ...)."""
     output_path(text)
     extension = os.path.splitext(text)[1].lower().lstrip('.')
-    formats = pictures.picture_formats()
+    formats = picture_formats()
     if extension not in formats:
         raise argparse.ArgumentTypeError(f'{text}: the extension must name a picture format: .'
                                          + ', .'.join(sorted(formats)))
     return text
-
-
 
 
 # argparse names the type function in its message; these names read well there
@@ -179,8 +200,10 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     return parser
 
 
-def parse_args(parser, argv=None):
-    """Parse, then fill what the user left out from the chosen net's recipe, and pick the device."""
+def parse_args(parser, argv=None, adopt_run=None, adopt_model=None):
+    """Parse, then fill what the user left out from the chosen net's recipe, and pick the device.
+    adopt_run(parser, args): --resume's file gives its run's flags, and returns how many groups its nets trained
+    in; adopt_model(parser, args): --load-model's file gives its nets' seeds and --book (saving.py has both)."""
     args = parser.parse_args(argv)
     if args.load_model:
         given = [flag for flag in TRAINING_FLAGS if getattr(args, flag, None) is not None
@@ -199,7 +222,7 @@ def parse_args(parser, argv=None):
                      '--lmbda L for it')
     if getattr(args, 'lmbda', None) is not None and not getattr(args, 'book', None) and not args.resume:
         parser.error('argument --lmbda: it is the L2 term of the book\'s cost; add --book (or use --wd)')
-    saved_groups = adopt_saved_run(parser, args) if args.resume else None
+    saved_groups = adopt_run(parser, args) if args.resume else None
     args.data_dir = args.data_dir or './data'
     if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
         parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
@@ -217,11 +240,7 @@ def parse_args(parser, argv=None):
             setattr(args, key, value)
     del args.recipes, args.book_recipes, args.default_batch_size, args.first_net, args.first_dataset
     if args.load_model:  # checked now, before any work; a file of several nets gives their seeds
-        checkpoint = saving.read_checkpoint(args.load_model, args)
-        if args.book and not checkpoint.get('book', False):
-            parser.error(f'argument --book: the --load-model file {args.load_model} was trained without --book; '
-                         f'drop --book')
-        args.seeds, args.book = checkpoint.get('seeds'), checkpoint.get('book', False)
+        adopt_model(parser, args)
     try:
         args.device = common.choose_device(args.device)
     except ValueError as e:
@@ -232,41 +251,6 @@ def parse_args(parser, argv=None):
     args.threads = speed.choose_threads(args.threads, args.batch_size, args.device, len(args.seeds or [args.seed]),
                                         saved_groups)
     return args
-
-
-def adopt_saved_run(parser, args):
-    """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
-    error; --epochs may raise the total. Returns how many groups its nets trained in (speed.Threads).
-    (train() reads the rest of the run: saving.resume_into.)"""
-    if args.load_model:
-        parser.error('argument --resume: not allowed with --load-model')
-    checkpoint = saving.read_saved(args.resume, '--resume', args.script)
-    point = checkpoint.get('resume')
-    if point is None:
-        raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by a version that could not '
-                              f'go on with its run), not the state of a run; --load-model tests it')
-    mismatch = saving.history_mismatch(point)
-    if mismatch:
-        raise stops.UserError(f'--resume {args.resume}: damaged or edited since it was saved ({mismatch}); '
-                              f'start a new run')
-    run = {'seeds': None, 'book': False, 'lmbda': None, **point['run']}  # (files from before those flags)
-    for flag, saved in run.items():
-        given = getattr(args, flag, None)
-        if flag == 'epochs':  # the one flag that may differ: it may raise the total
-            continue
-        if given is not None and given != saved:
-            parser.error(f'argument {flag_name(flag)}: the run in {args.resume} has '
-                         f'{flag_as_given(flag, saved)}; drop the flag to go on with it, or start a new run')
-        setattr(args, flag, saved)
-    args.epochs = args.epochs or run['epochs']
-    if args.epochs <= point['epoch']:
-        parser.error(f'argument --epochs: the run in {args.resume} has done {point["epoch"]} epochs of '
-                     f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
-    args.save_model = args.save_model or args.resume
-    saved_data = point.get('data_dir')  # (files from before it, or from a machine without that folder: ./data)
-    args.data_dir = args.data_dir or (saved_data if saved_data and os.path.isdir(saved_data) else None)
-    print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
-    return point.get('groups', 1)  # its nets side by side as they were: the optimizer's state is kept that way
 
 
 def flag_name(flag):

@@ -148,7 +148,7 @@ def probabilities(model, images, dataset, device, raw_pixels=False):
     was_training = model.training
     model.eval()
     x = data.normalize(images.to(device))
-    several = hasattr(model, 'seeds')
+    several = common.nets_in(model) > 1
     outputs = model.each_net(x) if several else model(x)
     model.train(was_training)
     last = model.layers[-1] if several else model[-1] if isinstance(model, nn.Sequential) else None

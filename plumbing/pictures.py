@@ -9,14 +9,6 @@ import common
 from plumbing import saving
 
 
-def picture_formats():
-    """The file formats matplotlib can write here."""
-    import matplotlib
-    matplotlib.use('Agg')  # no display needed
-    from matplotlib.figure import Figure
-    return Figure().canvas.get_supported_filetypes()
-
-
 def save_plot(path, history, model, data):
     """One picture: loss and test accuracy per epoch (left), up to 25 misclassified test images (right), in
     the format the extension names. Several nets trained at once (stacked.StackedNets): each net's curve and
@@ -27,7 +19,7 @@ def save_plot(path, history, model, data):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    several = hasattr(model, 'seeds')
+    several = common.nets_in(model) > 1
     predicted = model.vote(data) if several else common.predict(model, data)
     wrong = (predicted != data.test.labels).nonzero().flatten()[:25].cpu()
     images = data.test.images[wrong].cpu().permute(0, 2, 3, 1).numpy()  # N x H x W x C, as matplotlib wants
@@ -91,7 +83,7 @@ def save_figure(fig, path, what):
 def first_filters(model):
     """The first convolution's learned filters, O x C x kh x kw on the CPU (the first net's, when the model
     holds several), or None for a net without convolutions."""
-    first_net = model.nets()[0] if hasattr(model, 'seeds') else model
+    first_net = model.nets()[0] if common.nets_in(model) > 1 else model
     for module in first_net.modules():
         weight = getattr(module, 'weight', None)
         if isinstance(weight, torch.Tensor) and weight.dim() == 4:

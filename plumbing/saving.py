@@ -5,16 +5,14 @@ import copy
 import errno
 import io
 import os
-import stat
 import sys
 import tempfile
 import zipfile
 
 import torch
 
-import book
 import common
-from plumbing import stacked, stops
+from plumbing import flags, stops
 
 
 RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed', 'seeds',
@@ -33,11 +31,56 @@ def resume_point(args, model, optimizer, batches, history):
             'rng': torch.get_rng_state(),
             'dropout': [generator.get_state() for generator in getattr(model, 'generators', None) or []],
             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            'history': plain_history(history),
+            'history': copy.deepcopy(history),
             'run': {flag: getattr(args, flag, None) for flag in RUN_FLAGS},
             'data_dir': os.path.abspath(args.data_dir),  # where --resume finds the data, unless told otherwise
             'device': next(model.parameters()).device.type,
             'groups': len(getattr(model, 'groups', [None]))}  # --seeds: the groups its nets train in (speed.py)
+
+
+def adopt_saved_run(parser, args):
+    """--resume PATH: the saved run's flags become this run's. A flag given that contradicts them is a usage
+    error; --epochs may raise the total. Returns how many groups its nets trained in (speed.Threads).
+    (train() reads the rest of the run: resume_into.)"""
+    if args.load_model:
+        parser.error('argument --resume: not allowed with --load-model')
+    checkpoint = read_saved(args.resume, '--resume', args.script)
+    point = checkpoint.get('resume')
+    if point is None:
+        raise stops.UserError(f'--resume {args.resume}: it holds weights only (saved by a version that could not '
+                              f'go on with its run), not the state of a run; --load-model tests it')
+    mismatch = history_mismatch(point)
+    if mismatch:
+        raise stops.UserError(f'--resume {args.resume}: damaged or edited since it was saved ({mismatch}); '
+                              f'start a new run')
+    run = {'seeds': None, 'book': False, 'lmbda': None, **point['run']}  # (files from before those flags)
+    for flag, saved in run.items():
+        given = getattr(args, flag, None)
+        if flag == 'epochs':  # the one flag that may differ: it may raise the total
+            continue
+        if given is not None and given != saved:
+            parser.error(f'argument {flags.flag_name(flag)}: the run in {args.resume} has '
+                         f'{flags.flag_as_given(flag, saved)}; drop the flag to go on with it, or start a new run')
+        setattr(args, flag, saved)
+    args.epochs = args.epochs or run['epochs']
+    if args.epochs <= point['epoch']:
+        parser.error(f'argument --epochs: the run in {args.resume} has done {point["epoch"]} epochs of '
+                     f'{run["epochs"]}; give --epochs N with N above {point["epoch"]} to go on')
+    args.save_model = args.save_model or args.resume
+    saved_data = point.get('data_dir')  # (files from before it, or from a machine without that folder: ./data)
+    args.data_dir = args.data_dir or (saved_data if saved_data and os.path.isdir(saved_data) else None)
+    print(f'Going on with the run in {args.resume}: epoch {point["epoch"] + 1} of {args.epochs}', file=sys.stderr)
+    return point.get('groups', 1)  # its nets side by side as they were: the optimizer's state is kept that way
+
+
+def adopt_saved_model(parser, args):
+    """--load-model PATH, checked before any work: the same script, net and dataset, and --book only for a model
+    trained so; a file of several nets gives their seeds."""
+    checkpoint = read_checkpoint(args.load_model, args)
+    if args.book and not checkpoint.get('book', False):
+        parser.error(f'argument --book: the --load-model file {args.load_model} was trained without --book; '
+                     f'drop --book')
+    args.seeds, args.book = checkpoint.get('seeds'), checkpoint.get('book', False)
 
 
 def resume_into(args, model, optimizer, batches, history):
@@ -67,29 +110,8 @@ def resume_into(args, model, optimizer, batches, history):
     torch.set_rng_state(point['rng'])
     if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(point['cuda_rng'])
-    history.update(history_from_plain(point['history']))
+    history.update(copy.deepcopy(point['history']))
     return point['epoch'] + 1
-
-
-def plain_history(history):
-    """The history in plain numbers, for a file or a picture (stacked.plain_history); with a validation
-    accuracy beside each test accuracy (--book: book.Accuracy), the validation history under 'validation'."""
-    accuracies = history['accuracy']
-    if not accuracies or not isinstance(accuracies[0], book.Accuracy):
-        return stacked.plain_history(history)
-    plain = stacked.plain_history({'loss': history['loss'], 'accuracy': [a.test for a in accuracies]})
-    plain['validation'] = stacked.plain_history({'loss': [], 'accuracy': [a.validation for a in accuracies]})
-    return plain
-
-
-def history_from_plain(plain):
-    """plain_history, undone."""
-    if 'validation' not in plain:
-        return stacked.history_from_plain(plain)
-    history = stacked.history_from_plain({key: value for key, value in plain.items() if key != 'validation'})
-    validation = stacked.history_from_plain(plain['validation'])['accuracy']
-    history['accuracy'] = [book.Accuracy(test, held_out) for test, held_out in zip(history['accuracy'], validation)]
-    return history
 
 
 def atomic_write(path, write):
@@ -98,7 +120,7 @@ def atomic_write(path, write):
     arrives meanwhile waits for the write to end (stops.STOP.saving). A symbolic link stays: the file it
     points to is replaced. A device, FIFO or socket at `path` is never replaced: that is an OSError."""
     path = os.path.realpath(path)
-    kind = non_regular(path)
+    kind = flags.non_regular(path)
     if kind:
         raise OSError(errno.EEXIST, f'it is {kind}, not a regular file', path)
     folder = os.path.dirname(path)
@@ -119,45 +141,17 @@ def atomic_write(path, write):
             raise
 
 
-def non_regular(path):
-    """'a character device', 'a block device', 'a FIFO (named pipe)' or 'a socket' when that is what `path`
-    is (after symbolic links); None for a regular file, a folder, or nothing."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    for test, kind in ((stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
-                       (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket')):
-        if test(mode):
-            return kind
-    return None
-
-
-def save_outputs(args, model, data, history, resume=None, stopped=False):
-    """Keep what the user asked for: --save-model (not after --load-model, which trains nothing), then --plot.
-
-    A save that fails goes to a fallback file instead, and one line says why and where; after a finished
-    run that ends in a stops.UserError (exit status 1) once everything is saved. A run stopped before its first
-    epoch ended does not replace an existing model file: it saves beside it (NAME.interrupted.EXT).
-    """
-    failures = []
-    if args.save_model and not args.load_model:
-        keep = stopped and not history['accuracy'] and os.path.exists(args.save_model)
-        path = beside(args.save_model, 'interrupted') if keep else args.save_model
-        checkpoint = model_checkpoint(args, model, data, resume)
-        failures += save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
-        if keep:
-            print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
-    if args.plot and history['accuracy']:
-        from plumbing.pictures import save_plot  # here: pictures saves through this module
-        try:
-            failures += save_plot(args.plot, plain_history(history), model, data)
-        except Exception as e:  # noqa: BLE001 -- drawing failed: the model is saved, and this is said
-            failures.append(f'could not draw the picture for {args.plot} ({failure_reason(e)})')
-    if failures and stopped:
-        print('\n'.join(failures), file=sys.stderr)
-    elif failures:
-        raise stops.UserError('\n'.join(failures))
+def save_model(args, model, data, point, stopped=False):
+    """--save-model: the model, with what --resume needs to go on from `point` (a resume point). Returns
+    save_with_fallback's failure lines. A run stopped before its first epoch ended does not replace an existing
+    model file: it saves beside it (NAME.interrupted.EXT)."""
+    keep = stopped and point['epoch'] == 0 and os.path.exists(args.save_model)
+    path = beside(args.save_model, 'interrupted') if keep else args.save_model
+    checkpoint = model_checkpoint(args, model, data, point)
+    failures = save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
+    if keep:
+        print(f'Kept {args.save_model}: training stopped before its first epoch ended', file=sys.stderr)
+    return failures
 
 
 def model_checkpoint(args, model, data, resume=None):
@@ -168,7 +162,7 @@ def model_checkpoint(args, model, data, resume=None):
     checkpoint = {'script': args.script, 'net': args.net, 'dataset': data.name, 'book': raw_pixels,
                   'mean': [0.0] * len(info.mean) if raw_pixels else list(info.mean),
                   'std': [1.0] * len(info.std) if raw_pixels else list(info.std)}
-    if hasattr(model, 'seeds'):
+    if common.nets_in(model) > 1:
         checkpoint.update(seeds=list(model.seeds), state_dicts=model.state_dicts())
     else:
         checkpoint['state_dict'] = {k: v.cpu() for k, v in model.state_dict().items()}
@@ -200,14 +194,14 @@ def save_with_fallback(path, what, write):
         with stops.STOP.saving():  # a stop signal waits for the end of the save
             write(content)
     except Exception as e:  # noqa: BLE001 -- torch.save and savefig raise many kinds
-        return [f'could not save the {what} ({failure_reason(e)})']
+        return [f'could not save the {what} ({stops.failure_reason(e)})']
 
     def put(f):
         f.write(content.getbuffer())
     try:
         atomic_write(path, put)
     except Exception as e:  # noqa: BLE001 -- a full disk, a lost network folder: whatever the library raises
-        reason = failure_reason(e)
+        reason = stops.failure_reason(e)
     else:
         print(f'{what.capitalize()} saved to {path}', file=sys.stderr)
         return []
@@ -227,18 +221,6 @@ def save_with_fallback(path, what, write):
                 continue
         return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
     return [f'could not save the {what} to {path} ({reason}), nor to {os.getcwd()} or {tempfile.gettempdir()}']
-
-
-def failure_reason(error):
-    """Why a save failed, in a few words: what the operating system said (torch.save wraps a full disk's
-    OSError in a RuntimeError), else the error's last line."""
-    cause, seen = error, set()
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return stops.last_line(error)
 
 
 def beside(path, word):

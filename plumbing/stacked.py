@@ -17,7 +17,7 @@ its train() then runs as for one net:
   (images B x K x C x H x W, labels B x K);
 - the loss's gradient is the sum of each net's own mean loss, so that each net's weights get exactly their
   own; its value is the nets' mean, the train loss the loop prints;
-- common.test_accuracy asks the nets for theirs: a NetsAccuracy, the nets' mean that also holds each
+- common.test_accuracy asks the nets for theirs: a common.Accuracy, the nets' mean that also holds each
   net's accuracy and their vote's, and prints as `0.9812 (mean of 3 nets; min 0.9800, max 0.9830)`.
 SGD updates every number by itself, so one optimizer over the stacked weights is K separate optimizers,
 and --resume, --save-model and stops work as for one net.
@@ -86,53 +86,6 @@ class GradientTimes(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-class NetsAccuracy(float):
-    """The test accuracy of several nets: their mean, as a float, that also holds each net's and their
-    vote's. It prints as the loop's line shows it: `0.9812 (mean of 3 nets; min 0.9800, max 0.9830)`."""
-
-    def __new__(cls, seeds, per_net, vote):
-        self = super().__new__(cls, sum(per_net) / len(per_net))
-        self.seeds, self.per_net, self.vote = list(seeds), list(per_net), vote
-        return self
-
-    def __reduce__(self):  # copy and pickle it whole (float's own way would call __new__ with the mean alone)
-        return NetsAccuracy, (self.seeds, self.per_net, self.vote)
-
-    def __format__(self, spec):
-        return (f'{float(self):{spec}} (mean of {len(self.per_net)} nets; min {min(self.per_net):{spec}}, '
-                f'max {max(self.per_net):{spec}})')
-
-
-def print_results(history):
-    """The lines after a run of several nets: each net's test accuracy, their vote's, then their mean as the
-    result line."""
-    last = history['accuracy'][-1]
-    for seed, accuracy in zip(last.seeds, last.per_net):
-        print(f'Seed {seed}: {accuracy:.4f}')
-    print(f'Ensemble of {len(last.seeds)} nets (majority vote): {last.vote:.4f}')
-    print(f'Test data results: {float(last):.4f}', flush=True)  # the mean of the nets
-
-
-def plain_history(history):
-    """The history in plain numbers, for a file or a picture: several nets' accuracies become their means,
-    with each net's (per_net, one list per net) and the vote's (vote) beside them, and the seeds."""
-    accuracies = history['accuracy']
-    if not accuracies or not isinstance(accuracies[0], NetsAccuracy):
-        return {key: list(values) for key, values in history.items()}
-    return {'loss': list(history['loss']), 'accuracy': [float(a) for a in accuracies],
-            'seeds': accuracies[0].seeds, 'per_net': [list(net) for net in zip(*(a.per_net for a in accuracies))],
-            'vote': [a.vote for a in accuracies]}
-
-
-def history_from_plain(history):
-    """plain_history, undone."""
-    if 'per_net' not in history:
-        return {key: list(values) for key, values in history.items()}
-    return {'loss': list(history['loss']),
-            'accuracy': [NetsAccuracy(history['seeds'], per_net, vote)
-                         for per_net, vote in zip(zip(*history['per_net']), history['vote'])]}
-
-
 def vote_scores(outputs):
     """Scores whose largest is the class the K nets vote for: outputs K x N x classes -> N x classes.
 
@@ -185,11 +138,12 @@ class SeveralNets(nn.Module):
         return torch.cat(outputs, dim=1)
 
     def test_accuracy(self, data):
-        """Each net's test accuracy and their vote's, as a NetsAccuracy (common.test_accuracy asks for it)."""
+        """Each net's test accuracy and their vote's, as a common.Accuracy (common.test_accuracy asks for it)."""
         outputs = self.test_outputs(data)
         labels = data.test.labels
         per_net = (outputs.argmax(2) == labels).float().mean(1).tolist()
-        return NetsAccuracy(self.seeds, per_net, (majority_vote(outputs) == labels).float().mean().item())
+        vote = (majority_vote(outputs) == labels).float().mean().item()
+        return common.Accuracy(sum(per_net) / len(per_net), list(self.seeds), per_net, vote)
 
     def vote(self, data):
         """The vote's class for every test image."""

@@ -1,7 +1,6 @@
 """Stops and errors: what a script does when it cannot go on, or is asked to stop. One line on stderr and an
 exit status, never a traceback; a stop signal during training takes effect at a batch boundary, after what was
-learned is saved. run_as_command runs a script's main() this way. At the end, the messages for data files that
-do not read (common.read_split): which file, and what to do."""
+learned is saved. run_as_command runs a script's main() this way."""
 import contextlib
 import errno
 import io
@@ -9,9 +8,8 @@ import os
 import signal
 import sys
 
-
-class UserError(Exception):
-    """A problem the user can fix (data, a model file, divergence, a failed save); its message is what we print."""
+import common
+from common import UserError, last_line  # noqa: F401 -- (the plumbing raises stops.UserError)
 
 
 class Stopped(KeyboardInterrupt):
@@ -25,11 +23,9 @@ class Stopped(KeyboardInterrupt):
 class Interrupted(Exception):
     """Training stopped early: the message says how and where, `signum` gives the exit status."""
 
-    def __init__(self, stop, batches, history):
+    def __init__(self, stop, where, last):
         self.signum = getattr(stop, 'signum', signal.SIGINT)  # a plain KeyboardInterrupt is Ctrl-C
-        last = (f'{history["accuracy"][-1]:.4f} after epoch {len(history["accuracy"])}' if history['accuracy']
-                else 'none yet')
-        super().__init__(f'{how_stopped(self.signum)} in {batches.position()}; last test accuracy: {last}')
+        super().__init__(f'{how_stopped(self.signum)} in {where}; last test accuracy: {last}')
 
 
 def how_stopped(signum):
@@ -136,7 +132,6 @@ def run_as_command(main):
     (Ctrl-C, SIGTERM, SIGHUP, a closed stdout) says where training was and exits with 128 + the signal's
     number (130, 143, 129, 141), after main() has saved what it was asked to. A stdout closed from the start
     is the same stop, before any work."""
-    import common  # here, not above: common imports this module
     if sys.stderr is None:  # started with stderr closed (2>&-): the last words go nowhere, quietly
         sys.stderr = open(os.devnull, 'w')
     if sys.stdout is None:  # started with stdout closed (>&-): a run's results would go nowhere
@@ -188,71 +183,20 @@ def first_line(error):
     return lines[0].strip() if lines else type(error).__name__
 
 
-def last_line(error):
-    """The last non-empty line of an error's message (its type's name when the message is empty)."""
-    lines = str(error).strip().splitlines()
-    return lines[-1].strip() if lines else type(error).__name__
+def failure_reason(error):
+    """Why a save failed, in a few words: what the operating system said (torch.save wraps a full disk's
+    OSError in a RuntimeError), else the error's last line."""
+    cause, seen = error, set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return last_line(error)
 
 
-# ----------------------------------------------------------------------------------------------
-# Data files that do not read (common.read_split): which file, and what to do
-
-def mnist_prefix(info, train):
-    """'train' or 't10k', what the split's files begin with in the MNIST layout (MNIST, Fashion-MNIST);
-    None for other datasets."""
-    if 'train-images-idx3-ubyte' not in info.files:
-        return None
-    return 'train' if train else 't10k'
-
-
-def damaged_file_message(info, where, train, error):
-    """The message for files that exist but do not parse, naming the file where torchvision's readers can."""
-    from torchvision.datasets import mnist
-    path, prefix = where, mnist_prefix(info, train)
-    if prefix:
-        for file, reader in ((f'{prefix}-images-idx3-ubyte', mnist.read_image_file),
-                             (f'{prefix}-labels-idx1-ubyte', mnist.read_label_file)):
-            try:
-                reader(os.path.join(where, file))
-            except Exception:  # noqa: BLE001 -- any failure to parse marks this file
-                path = os.path.join(where, file)
-                break
-    return (f'{path} is damaged or truncated ({last_line(error)}); '
-            f'delete it and run again to download it anew')
-
-
-def corrupt_cifar_file(info, where):
-    """The first CIFAR-10 file in `where` that is there but fails torchvision's md5 check, or None."""
-    from torchvision.datasets import cifar
-    cls = info.cls
-    for filename, md5 in cls.train_list + cls.test_list + [(cls.meta['filename'], cls.meta['md5'])]:
-        path = os.path.join(where, filename)
-        if os.path.isfile(path) and not cifar.check_integrity(path, md5):
-            return path
-    return None
-
-
-def length_mismatch_message(info, where, train, n_images, n_labels):
-    prefix = mnist_prefix(info, train)
-    if prefix:
-        return (f'{os.path.join(where, prefix + "-images-idx3-ubyte")} holds {n_images} images but '
-                f'{os.path.join(where, prefix + "-labels-idx1-ubyte")} holds {n_labels} labels; '
-                f'one of them is damaged: delete both and run again to download them anew')
-    return (f'the {"training" if train else "test"} files in {where} hold {n_images} images but {n_labels} '
-            f'labels; delete them and run again to download them anew')
-
-
-@contextlib.contextmanager
-def no_empty_folders_left(where):
-    """A download into `where` that fails leaves none of the folders it made on the way, when they are empty."""
-    made, folder = [], os.path.abspath(where)
-    while not os.path.exists(folder):
-        made.append(folder)
-        folder = os.path.dirname(folder)
-    try:
-        yield
-    except BaseException:
-        for folder in made:  # the deepest first
-            with contextlib.suppress(OSError):  # not empty: something was put there
-                os.rmdir(folder)
-        raise
+def innermost_cause(error):
+    """The error that started a chain: a failed recording reports its own error on top of the real one."""
+    while error.__context__ is not None:
+        error = error.__context__
+    return error

@@ -1,7 +1,8 @@
 """book.py and --book: the pieces of the book's protocol, each against what network3.py and network.py do;
 then --book through the scripts, with every other flag."""
-import copy
-import pickle
+import argparse
+import contextlib
+import io
 import re
 
 import pytest
@@ -13,7 +14,7 @@ import book
 import common
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import own_images, pictures, saving, stacked
+from plumbing import modes, own_images, pictures
 from test_resume import TIME
 
 
@@ -88,14 +89,24 @@ def test_the_best_validation_epoch_a_later_one_winning_a_tie():
     assert book.best_epoch([0.9, 0.9, 0.9]) == 2
 
 
-def test_the_result_is_the_test_accuracy_at_the_best_validation_epoch():
+def reported(history, load_model=None):
+    """The result lines modes.report prints for a history (made plain first, as training leaves it)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        modes.report(argparse.Namespace(load_model=load_model), modes.record(history))
+    return out.getvalue().splitlines()
+
+
+def test_the_result_is_the_test_accuracy_at_the_best_validation_epoch(tmp_path):
     """Not the last epoch's, not the best test accuracy's: the test accuracy where validation peaked."""
-    history = {'accuracy': [book.Accuracy(0.90, 0.91), book.Accuracy(0.97, 0.95), book.Accuracy(0.93, 0.95),
-                            book.Accuracy(0.99, 0.94)]}
-    assert book.result_lines(history) == ['Best validation accuracy 0.9500 at epoch 3/4', 'Test data results: 0.9300']
-    assert f'{history["accuracy"][0]:.4f}' == '0.9000, validation 0.9100'
-    for twin in (copy.deepcopy(history['accuracy'][1]), pickle.loads(pickle.dumps(history['accuracy'][1]))):
-        assert (float(twin), twin.validation) == (0.97, 0.95)
+    history = {'loss': [], 'accuracy': [common.Accuracy(t, validation=v) for t, v in
+                                        ((0.90, 0.91), (0.97, 0.95), (0.93, 0.95), (0.99, 0.94))]}
+    assert f'{history["accuracy"][0]:.4f}' == '0.9000, validation 0.9100'  # as the epoch line shows it
+    assert reported(history) == ['Best validation accuracy 0.9500 at epoch 3/4', 'Test data results: 0.9300']
+    assert history == {'loss': [], 'accuracy': [0.90, 0.97, 0.93, 0.99],
+                       'validation': {'loss': [], 'accuracy': [0.91, 0.95, 0.95, 0.94]}}  # plain numbers
+    torch.save(history, tmp_path / 'history.pt')
+    assert torch.load(tmp_path / 'history.pt', weights_only=True) == history
 
 
 def test_the_validation_accuracy_is_measured_on_the_held_out_images(data_dir):
@@ -184,17 +195,21 @@ def test_chapter_1_cost_is_half_the_squared_error_summed_over_outputs_averaged_o
 def test_the_results_of_several_nets_each_at_its_own_best_validation_epoch():
     """Seed 1 peaks at epoch 2, seed 2 at epoch 3; the vote is the last epoch's nets' (as the book voted its
     five trained nets). Fails when every net is taken at one shared epoch, or the vote at another epoch."""
-    test = [stacked.NetsAccuracy([1, 2], [0.80, 0.70], 0.75), stacked.NetsAccuracy([1, 2], [0.90, 0.72], 0.85),
-            stacked.NetsAccuracy([1, 2], [0.85, 0.78], 0.88)]
-    validation = [stacked.NetsAccuracy([1, 2], [0.81, 0.70], 0.0), stacked.NetsAccuracy([1, 2], [0.92, 0.71], 0.0),
-                  stacked.NetsAccuracy([1, 2], [0.90, 0.79], 0.0)]
-    history = {'accuracy': [book.Accuracy(t, v) for t, v in zip(test, validation)]}
-    assert book.result_lines(history) == [
+    def nets(per_net, vote):
+        return common.Accuracy(sum(per_net) / 2, [1, 2], per_net, vote)
+    test = [nets([0.80, 0.70], 0.75), nets([0.90, 0.72], 0.85), nets([0.85, 0.78], 0.88)]
+    validation = [nets([0.81, 0.70], 0.0), nets([0.92, 0.71], 0.0), nets([0.90, 0.79], 0.0)]
+    for t, v in zip(test, validation):
+        t.validation = v
+    assert f'{test[0]:.4f}' == '0.7500 (mean of 2 nets; min 0.7000, max 0.8000), validation 0.7550'
+    history = {'loss': [], 'accuracy': test}
+    assert reported(history) == [
         'Seed 1: 0.9000 at epoch 2/3, its best validation accuracy 0.9200',
         'Seed 2: 0.7800 at epoch 3/3, its best validation accuracy 0.7900',
         'Ensemble of 2 nets (majority vote, after the last epoch): 0.8800',
         'Test data results: 0.8400']
-    assert f'{history["accuracy"][0]:.4f}' == '0.7500 (mean of 2 nets; min 0.7000, max 0.8000), validation 0.7550'
+    assert history['per_net'] == [[0.80, 0.90, 0.85], [0.70, 0.72, 0.78]] and history['vote'] == [0.75, 0.85, 0.88]
+    assert history['validation']['per_net'] == [[0.81, 0.92, 0.90], [0.70, 0.71, 0.79]]
 
 
 def test_own_images_are_read_as_the_book_trained_raw_pixels():
@@ -236,14 +251,14 @@ def test_book_save_resume_load_and_plot(data_dir, tmp_path, monkeypatch, capsys)
     assert [TIME.sub('', line) for line in resumed_out if 'Epoch' in line] == \
         [TIME.sub('', line) for line in out if 'Epoch 3/' in line]
     assert resumed_out[-2:] == out[-2:]
-    assert saving.plain_history(resumed[2]) == saving.plain_history(whole[2])
+    assert resumed[2] == whole[2]
     for (name, x), y in zip(whole[0].state_dict().items(), resumed[0].state_dict().values()):
         assert torch.equal(x, y), name
     pytorch_mnist_convnet.main(['--data-dir', str(data_dir), '--no-progress', '--limit', '150', '--net', 'relu',
                                 '--load-model', str(path)])
-    last = whole[2]['accuracy'][-1]
-    assert capsys.readouterr().out.splitlines()[-2:] == [f'Validation accuracy {last.validation:.4f}',
-                                                          f'Test data results: {last.test:.4f}']
+    test, validation = whole[2]['accuracy'][-1], whole[2]['validation']['accuracy'][-1]
+    assert capsys.readouterr().out.splitlines()[-2:] == [f'Validation accuracy {validation:.4f}',
+                                                          f'Test data results: {test:.4f}']
 
 
 @pytest.mark.numerics
@@ -260,8 +275,8 @@ def test_book_seeds_go_on_after_a_resume(data_dir, tmp_path, capsys):
     resumed = pytorch_mnist.main(['--data-dir', str(data_dir), '--no-progress', '--resume', str(path),
                                   '--epochs', '2'])
     assert capsys.readouterr().out.splitlines()[-4:] == out[-4:]  # each seed, the vote, the mean
-    assert saving.plain_history(resumed[2]) == saving.plain_history(whole[2])
-    assert len(saving.plain_history(whole[2])['validation']['per_net']) == 2
+    assert resumed[2] == whole[2]
+    assert len(whole[2]['validation']['per_net']) == 2
 
 
 @pytest.mark.parametrize('script,extra,message', [

@@ -26,10 +26,14 @@ def test_auto_device_is_cpu_without_accelerator(monkeypatch):
     assert common.choose_device('auto') == torch.device('cpu')
 
 
-def test_auto_device_takes_the_accelerator(monkeypatch):
+def test_auto_device_takes_the_accelerator_torch_names(monkeypatch):
+    """An accelerator that is neither CUDA nor MPS (an Intel GPU, 'xpu'): fails when `auto` looks for CUDA and MPS
+    itself instead of asking torch.accelerator, and gives such a machine the CPU."""
     monkeypatch.setattr(torch.accelerator, 'is_available', lambda: True)
-    monkeypatch.setattr(torch.accelerator, 'current_accelerator', lambda: torch.device('mps'))
-    assert common.choose_device('auto') == torch.device('mps')
+    monkeypatch.setattr(torch.accelerator, 'current_accelerator', lambda: torch.device('xpu'))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    assert common.choose_device('auto') == torch.device('xpu')
 
 
 def test_auto_device_without_torch_accelerator(monkeypatch):

@@ -9,7 +9,8 @@ import torch
 
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import pictures, stops
+from plumbing import stops
+from plumbing.flags import picture_formats
 from conftest import N_TEST, run_script, write_idx
 from test_common import FINAL_LINE
 
@@ -166,7 +167,7 @@ def test_plot_and_model_must_differ(data_dir, tmp_path, capsys):
 def test_the_plot_extension_picks_the_format(data_dir, tmp_path, capsys):
     assert usage_error(capsys, quick(data_dir, '--plot', str(tmp_path / 'run.xyz'))).endswith(
         f'argument --plot: {tmp_path / "run.xyz"}: the extension must name a picture format: '
-        f'{", ".join("." + f for f in sorted(pictures.picture_formats()))}')
+        f'{", ".join("." + f for f in sorted(picture_formats()))}')
     for name, magic in (('run.jpg', b'\xff\xd8\xff'), ('run.pdf', b'%PDF'), ('run.svg', b'<?xml')):
         pytorch_mnist.main(quick(data_dir, '--limit', '20', '--plot', str(tmp_path / name)))
         assert (tmp_path / name).read_bytes().startswith(magic), name

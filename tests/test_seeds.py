@@ -9,7 +9,7 @@ import torch.nn as nn
 import cifar_convnet
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import saving, stacked, stops
+from plumbing import stacked, stops
 from conftest import run_script
 from test_common import FINAL_LINE
 from test_errors import usage_error
@@ -57,13 +57,13 @@ def test_each_stacked_net_is_the_net_its_seed_trains_alone(data_dir, script, net
     seeds, extra = [1, 2, 5], ['--net', net] + (['--book'] if book else [])
     model, _, history = script.main(twenty_steps(data_dir, *extra, '--seeds', *map(str, seeds)))
     nets = model.nets()
-    plain = saving.plain_history(history)
+    plain = history
     for k, (seed, stacked_net) in enumerate(zip(seeds, nets)):
         alone, _, alone_history = script.main(twenty_steps(data_dir, *extra, '--seed', str(seed)))
         for (name, expected), actual in zip(alone.state_dict().items(), stacked_net.state_dict().values()):
             assert actual.dtype == torch.float64
             torch.testing.assert_close(actual, expected, msg=f'seed {seed}, {name}')
-        alone_plain = saving.plain_history(alone_history)
+        alone_plain = alone_history
         assert [a[k] for a in zip(*plain['per_net'])] == alone_plain['accuracy']
         if book:
             assert [a[k] for a in zip(*plain['validation']['per_net'])] == alone_plain['validation']['accuracy']

@@ -104,13 +104,6 @@ def test_each_net_defaults_to_its_published_recipe():
     assert recipe(pytorch_mnist) == (30, 3.0, 0.0)
 
 
-def test_published_commands_still_mean_the_same():
-    assert recipe(pytorch_mnist_convnet, '--net', 'relu', '--lr', '0.03', '--wd', '0.00005') == \
-        recipe(pytorch_mnist_convnet, '--net', 'relu')
-    assert recipe(pytorch_mnist_convnet, '--net', 'final', '--epochs', '40', '--lr', '0.005', '--extend_data') == \
-        recipe(pytorch_mnist_convnet, '--net', 'final')
-
-
 def test_help_shows_every_published_command(capsys):
     with pytest.raises(SystemExit):
         pytorch_mnist_convnet.main(['--help'])
