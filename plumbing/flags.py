@@ -101,8 +101,9 @@ non_negative_float.__name__ = 'number'
 seed_number.__name__ = 'integer'
 output_path.__name__ = picture_path.__name__ = 'path'
 
-TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds', 'threads',
-                  'save_model')
+RECIPE_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds')  # how a net trains
+TRAINING_FLAGS = RECIPE_FLAGS + ('threads', 'save_model')  # what --load-model, which trains nothing, refuses
+RUN_FLAGS = ('net', 'dataset', 'limit', 'book') + RECIPE_FLAGS  # what defines a run: --resume takes them on
 
 
 def plain_number(value):

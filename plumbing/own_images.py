@@ -145,12 +145,10 @@ def probabilities(model, images, dataset, device, raw_pixels=False):
     if raw_pixels:
         mean, std = torch.zeros_like(mean), torch.ones_like(std)
     data = common.Data(dataset, None, None, mean, std)  # for its normalize
-    was_training = model.training
-    model.eval()
     x = data.normalize(images.to(device))
     several = common.nets_in(model) > 1
-    outputs = model.each_net(x) if several else model(x)
-    model.train(was_training)
+    with common.evaluating(model):
+        outputs = model.each_net(x) if several else model(x)
     last = model.layers[-1] if several else model[-1] if isinstance(model, nn.Sequential) else None
     p = outputs / outputs.sum(-1, keepdim=True) if isinstance(last, nn.Sigmoid) else outputs.softmax(-1)
     return (p.mean(0) if several else p).cpu()

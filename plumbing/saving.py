@@ -15,10 +15,6 @@ import common
 from plumbing import flags, stops
 
 
-RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed', 'seeds',
-             'book', 'lmbda')
-
-
 def resume_point(args, model, optimizer, batches, history):
     """What --resume needs to go on exactly from here, an epoch boundary: the epochs done, a copy of the
     weights, the optimizer's state, the random generators of the batch order and of dropout (each net's,
@@ -32,7 +28,7 @@ def resume_point(args, model, optimizer, batches, history):
             'dropout': [generator.get_state() for generator in getattr(model, 'generators', None) or []],
             'cuda_rng': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             'history': copy.deepcopy(history),
-            'run': {flag: getattr(args, flag, None) for flag in RUN_FLAGS},
+            'run': {flag: getattr(args, flag, None) for flag in flags.RUN_FLAGS},
             'data_dir': os.path.abspath(args.data_dir),  # where --resume finds the data, unless told otherwise
             'device': next(model.parameters()).device.type,
             'groups': len(getattr(model, 'groups', [None]))}  # --seeds: the groups its nets train in (speed.py)

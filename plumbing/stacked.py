@@ -128,14 +128,10 @@ class SeveralNets(nn.Module):
     @torch.no_grad()
     def test_outputs(self, data):
         """Every net's outputs for every test image, K x N x classes, in eval mode (no dropout)."""
-        was_training = self.training
-        self.eval()
-        nets, outputs = len(self.seeds), []
-        batch_size = max(500 // nets, 1)  # 500 images' worth of work at a time, as common.predict
-        for i in range(0, len(data.test), batch_size):
-            outputs.append(self.each_net(data.normalize(data.test.images[i:i + batch_size])))
-        self.train(was_training)
-        return torch.cat(outputs, dim=1)
+        batch_size = max(500 // len(self.seeds), 1)  # 500 images' worth of work at a time, as common.predict
+        with common.evaluating(self):
+            return torch.cat([self.each_net(data.normalize(data.test.images[i:i + batch_size]))
+                              for i in range(0, len(data.test), batch_size)], dim=1)
 
     def test_accuracy(self, data):
         """Each net's test accuracy and their vote's, as a common.Accuracy (common.test_accuracy asks for it)."""

@@ -9,7 +9,7 @@ import signal
 import sys
 
 import common
-from common import UserError, last_line  # noqa: F401 -- (the plumbing raises stops.UserError)
+from data_files import UserError, last_line  # noqa: F401 -- (the plumbing raises stops.UserError)
 
 
 class Stopped(KeyboardInterrupt):

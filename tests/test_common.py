@@ -235,6 +235,16 @@ def test_stats_command(data_dir):
     assert f'test set ({N_TEST} images)' in result.stdout
 
 
+def test_stats_on_a_damaged_file_is_one_line(fresh_data_dir):
+    """Fails when `python common.py stats` lets the data error through as a traceback."""
+    damaged = fresh_data_dir / 'MNIST' / 'raw' / 'train-labels-idx1-ubyte'
+    damaged.write_bytes(damaged.read_bytes()[:20])
+    result = run_script('common.py', 'stats', '--dataset', 'mnist', '--data-dir', fresh_data_dir)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f'{damaged} is damaged or truncated ('), line
+
+
 def test_a_stats_command_that_does_not_exist_is_a_usage_error():
     result = run_script('common.py', 'bogus')
     assert result.returncode == 2
