@@ -103,7 +103,7 @@ def train(args, train, model, data, loss_fn):
                 if kept.history['accuracy'] else 'none yet')
         raise stops.Interrupted(stop, kept.batches.position(), last) from None
     print()  # an empty line, then the result lines
-    return history
+    return record(history)  # (already plain, unless a train() of your own walks its epochs without modes.epochs)
 
 
 def epochs(args, model, optimizer, batches, history):
@@ -206,7 +206,8 @@ def save(args, model, data, history, images=None, stopped=False):
     epoch ended does not replace an existing model file: it saves beside it (NAME.interrupted.EXT)."""
     failures = []
     if args.save_model and not args.load_model:
-        failures += saving.save_model(args, model, data, args.kept.point, stopped)
+        point = args.kept.point if getattr(args, 'kept', None) else None  # (None: a train() without modes.epochs)
+        failures += saving.save_model(args, model, data, point, stopped_early=stopped and not history['accuracy'])
     if args.plot and history['accuracy']:
         try:
             failures += pictures.save_plot(args.plot, history, model, data)

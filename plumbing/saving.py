@@ -1,5 +1,5 @@
 """Saving and loading: --save-model (atomic, with a fallback file when the save fails), --load-model, and
-what --resume needs (a resume point at each epoch boundary)."""
+what --resume needs (a resume point at an epoch boundary, and the run put back from it)."""
 import contextlib
 import copy
 import errno
@@ -81,7 +81,7 @@ def adopt_saved_model(parser, args):
 
 def resume_into(args, model, optimizer, batches, history):
     """--resume PATH: put the run saved there back into the model, optimizer, batches, random generators
-    and history (flags.adopt_saved_run has checked it and taken its flags); returns the first epoch to
+    and history (adopt_saved_run has checked it and taken its flags); returns the first epoch to
     train: 1 without --resume."""
     if not args.resume:
         return 1
@@ -137,11 +137,11 @@ def atomic_write(path, write):
             raise
 
 
-def save_model(args, model, data, point, stopped=False):
-    """--save-model: the model, with what --resume needs to go on from `point` (a resume point). Returns
-    save_with_fallback's failure lines. A run stopped before its first epoch ended does not replace an existing
-    model file: it saves beside it (NAME.interrupted.EXT)."""
-    keep = stopped and point['epoch'] == 0 and os.path.exists(args.save_model)
+def save_model(args, model, data, point, stopped_early=False):
+    """--save-model: the model, with what --resume needs to go on from `point` (a resume point, or None). Returns
+    save_with_fallback's failure lines. A run stopped before its first epoch ended (stopped_early) does not
+    replace an existing model file: it saves beside it (NAME.interrupted.EXT)."""
+    keep = stopped_early and os.path.exists(args.save_model)
     path = beside(args.save_model, 'interrupted') if keep else args.save_model
     checkpoint = model_checkpoint(args, model, data, point)
     failures = save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
@@ -226,7 +226,7 @@ def beside(path, word):
 
 
 def read_saved(path, flag, script):
-    """The file save_outputs saved at `path`, for `flag` (--load-model, --resume): one clear stops.UserError for a
+    """The file save_model saved at `path`, for `flag` (--load-model, --resume): one clear stops.UserError for a
     file that is missing, is not a model, or was saved by another script."""
     damage = damage_in(path)
     if damage:
@@ -254,7 +254,7 @@ def read_saved(path, flag, script):
 
 
 def history_mismatch(point):
-    """None when each list of the saved run's history (plain_history) holds one number per epoch done, and
+    """None when each list of the saved run's history (modes.record) holds one number per epoch done, and
     when each net's has as many as the nets; else what is wrong, for a file edited since it was saved."""
     done, history = point.get('epoch'), point.get('history')
     if not isinstance(done, int) or not isinstance(history, dict):

@@ -197,3 +197,28 @@ def test_cifar_runs_go_on_too_and_classify_colour_images(cifar_dir, skip_md5, tm
     cifar_convnet.main(argv + ['--load-model', str(path), '--plot', str(tmp_path / 'p.png')])
     filters = [image for ax in figures[-1].subfigs[2].axes for image in ax.get_images()]
     assert len(filters) == 10 and filters[0].get_array().shape == (5, 5, 3)  # final's 10 colour filters
+
+
+def test_a_resume_point_is_made_only_when_a_model_file_will_be_written(data_dir, tmp_path, monkeypatch, capsys):
+    """Copying every weight and the optimizer's state after every epoch is for a file: fails when a run that
+    saves nothing still makes resume points, or a saving run misses one (the start, and each epoch's end)."""
+    from plumbing import saving
+    made = []
+    real = saving.resume_point
+    monkeypatch.setattr(saving, 'resume_point', lambda *a: made.append(1) or real(*a))
+    pytorch_mnist.main(run(data_dir, '--epochs', '3'))
+    assert made == []
+    pytorch_mnist.main(run(data_dir, '--epochs', '3', '--save-model', str(tmp_path / 'm.pt')))
+    assert len(made) == 4
+
+
+def test_the_history_is_plain_numbers_as_a_file_keeps_it(data_dir, tmp_path, capsys):
+    """Several nets with --book: each net's accuracy, the vote's and the validation accuracy are lists of
+    numbers in the history main returns, and torch.load(weights_only=True) reads the saved one back equal.
+    Fails when a float subclass (or anything else torch would not load) is left in it."""
+    path = tmp_path / 'm.pt'
+    _, _, history = pytorch_mnist.main(run(data_dir, '--epochs', '2', '--book', '--seeds', '1', '2',
+                                           '--save-model', str(path)))
+    assert all(type(a) is float for a in history['accuracy'] + history['vote'] + history['validation']['accuracy'])
+    assert len(history['per_net']) == 2 and len(history['validation']['per_net'][1]) == 2
+    assert torch.load(path, weights_only=True)['resume']['history'] == history
