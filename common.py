@@ -15,6 +15,7 @@ The normalization figures of data_normalization_calculations.md: `python common.
 import argparse
 import contextlib
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -271,8 +272,12 @@ def stats(argv=None):
 if __name__ == '__main__':
     try:
         stats(sys.argv[1:])
+        sys.stdout.flush()
     except UserError as e:  # one line, never a traceback
         sys.exit(str(e))
     except KeyboardInterrupt:  # Ctrl-C: as the training scripts say it
         print('interrupted', file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `| head`: the reader has gone, and has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's own flush at exit too)
+        sys.exit(0)

@@ -112,7 +112,7 @@ def train(args, model, data, loss_fn=F.cross_entropy):
     step = speed.fast_step(sgd_step, model, loss_fn, optimizer, args.threads)  # the same step, made fast
     batches = common.Batches(data, args.batch_size, args.seeds or args.seed, args.epochs,
                              progress=not args.no_progress)  # --seeds: a batch order for each net
-    history = {'loss': [], 'accuracy': []}
+    history = {'loss': [], 'accuracy': []}  # each epoch's (--seeds and --book add theirs: modes.record)
     for epoch in modes.epochs(args, model, optimizer, batches, history):  # --resume: from where it stopped
         start = time.perf_counter()
         model.train()  # training mode: dropout on (the test pass turns it off while it runs)
@@ -136,7 +136,8 @@ def main(argv=None):
     images = own_images.read_for(args, pad=pad)  # --predict: your own images, read first
     model = modes.net(args, NETS[args.net])  # --seeds: one net per seed, trained as one (plumbing/stacked.py)
     if modes.only_predicting(args):  # --load-model --predict: your own images to classify, no dataset
-        return model, None, own_images.predict(args, model, images)
+        own_images.predict(args, model, images)
+        return model, None, None
     data = modes.data(args, pad=pad)  # --book: 10,000 training images held out, raw pixels (book.py)
     loss_fn = modes.loss(args, F.cross_entropy, model, data)  # --book: plus the book's L2 term
     history = modes.train(args, train, model, data, loss_fn)  # --load-model: test the saved model instead

@@ -101,9 +101,10 @@ non_negative_float.__name__ = 'number'
 seed_number.__name__ = 'integer'
 output_path.__name__ = picture_path.__name__ = 'path'
 
-RECIPE_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds')  # how a net trains
-TRAINING_FLAGS = RECIPE_FLAGS + ('threads', 'save_model')  # what --load-model, which trains nothing, refuses
-RUN_FLAGS = ('net', 'dataset', 'limit', 'book') + RECIPE_FLAGS  # what defines a run: --resume takes them on
+TRAINING_FLAGS = ('epochs', 'lr', 'wd', 'lmbda', 'batch_size', 'extend_data', 'seed', 'seeds', 'threads',
+                  'save_model')  # what --load-model, which trains nothing, refuses
+RUN_FLAGS = ('net', 'dataset', 'batch_size', 'lr', 'wd', 'epochs', 'extend_data', 'limit', 'seed', 'seeds',
+             'book', 'lmbda')  # what defines a run: a --resume file keeps them, and the run takes them on
 
 
 def plain_number(value):
@@ -201,7 +202,7 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
     return parser
 
 
-def parse_args(parser, argv=None, adopt_run=None, adopt_model=None):
+def parse_args(parser, argv, adopt_run, adopt_model):
     """Parse, then fill what the user left out from the chosen net's recipe, and pick the device.
     adopt_run(parser, args): --resume's file gives its run's flags, and returns how many groups its nets trained
     in; adopt_model(parser, args): --load-model's file gives its nets' seeds and --book (saving.py has both)."""

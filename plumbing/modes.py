@@ -77,46 +77,56 @@ def loss(args, loss_fn, model, data):
 
 @dataclass
 class Kept:
-    """What a stop saves from: where training is (batches), the history, and the last resume point (None when
-    nothing will be saved)."""
+    """What modes.epochs keeps for a stop and for the save at the end: where training is (batches), the history,
+    the last resume point (None when nothing will be saved), and how to make one now (remake)."""
     batches: common.Batches
     history: dict
+    remake: object
     point: dict = None
 
 
-def train(args, train, model, data, loss_fn):
-    """The script's train(args, model, data, loss_fn), and its plain history; a stop meanwhile (Ctrl-C, kill, a
-    closed terminal or pipe) saves what was learned first (save), then says where it stopped. --load-model
-    trains nothing: the history is the saved model's test accuracy."""
+def train(args, loop, model, data, loss_fn):
+    """The script's train(args, model, data, loss_fn) (loop), and its plain history; a stop meanwhile (Ctrl-C,
+    kill, a closed terminal or pipe) saves what was learned first (save), then says where it stopped. --load-model
+    trains nothing: the history is the saved model's test accuracy. (args.kept: what modes.epochs keeps.)"""
     if args.load_model:
         return record({'loss': [], 'accuracy': [common.test_accuracy(model, data)]})
     args.kept = None
     try:
-        history = train(args, model, data, loss_fn)
+        history = loop(args, model, data, loss_fn)
     except KeyboardInterrupt as stop:
         kept = args.kept
-        if kept is None:  # before the first epoch began: nothing learned yet
+        if kept is None:  # a loop of your own, without modes.epochs: the weights alone, once training began
+            if stops.STOP.training:
+                save(args, model, data, {'loss': [], 'accuracy': []}, stopped=True)
             raise
         record(kept.history)
         save(args, model, data, kept.history, stopped=True)
         last = (f'{accuracy_of(kept.history, -1):.4f} after epoch {len(kept.history["accuracy"])}'
                 if kept.history['accuracy'] else 'none yet')
         raise stops.Interrupted(stop, kept.batches.position(), last) from None
+    history, kept = record(history), args.kept  # (plain already, unless a loop of your own skips modes.epochs)
+    if kept is None and args.resume:  # a loop of your own: the saved run was not put back, so it is not replaced
+        raise stops.UserError(f'--resume {args.resume}: this train() walks its epochs without modes.epochs, which '
+                              f'puts a saved run back; the run trained anew and was not saved over {args.resume}')
+    if kept and kept.point and kept.point['epoch'] < len(history['accuracy']):  # the loop left early (a break)
+        kept.point = kept.remake()
     print()  # an empty line, then the result lines
-    return record(history)  # (already plain, unless a train() of your own walks its epochs without modes.epochs)
+    return history
 
 
 def epochs(args, model, optimizer, batches, history):
     """The epochs train() runs, 1 to --epochs; with --resume, from where the run stopped, once the model,
     optimizer, batches, random generators and history are put back (saving.resume_into). After each epoch the
-    history is made plain (record) and, when a model file will be written, a resume point kept (train saves
-    from it when a stop comes; save at the end)."""
+    history is made plain (record: the accuracies become floats, several nets' and --book's figures lists of
+    their own) and, when a model file will be written, a resume point kept (train saves from it when a stop
+    comes; save at the end)."""
     first = saving.resume_into(args, model, optimizer, batches, history)
-    args.kept = Kept(batches, history)
+    args.kept = Kept(batches, history, lambda: saving.resume_point(args, model, optimizer, batches, history))
 
     def keep():
         if args.save_model:  # (copying every weight after every epoch is for a file that will be written)
-            args.kept.point = saving.resume_point(args, model, optimizer, batches, history)
+            args.kept.point = args.kept.remake()
     keep()
     for epoch in range(first, args.epochs + 1):
         yield epoch

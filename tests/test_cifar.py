@@ -191,6 +191,7 @@ def test_script_end_to_end(cifar_dir):
                       "runpy.run_path('cifar_convnet.py', run_name='__main__')"])
     result = run_script('-c', code, '--data-dir', cifar_dir, '--epochs', '1', '--limit', '40')
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ''  # no warning, no traceback from a thread: nothing but the results
     lines = result.stdout.splitlines()
     assert lines[0].startswith('Device: ') and EPOCH_LINE.match(lines[1]), lines
     assert lines[2] == '' and FINAL_LINE.match(lines[3]) and lines[4] == '', lines

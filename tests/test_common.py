@@ -245,6 +245,16 @@ def test_stats_on_a_damaged_file_is_one_line(fresh_data_dir):
     assert line.startswith(f'{damaged} is damaged or truncated ('), line
 
 
+def test_stats_into_a_closed_pipe_is_quiet(data_dir):
+    """`python common.py stats | head -c0`: the reader is gone before the first line. Fails when that is a
+    BrokenPipeError traceback."""
+    child = subprocess.Popen([sys.executable, 'common.py', 'stats', '--dataset', 'mnist', '--data-dir', str(data_dir)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # (before the child has imported torch, let alone printed)
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 0 and err == '', err
+
+
 def test_a_stats_command_that_does_not_exist_is_a_usage_error():
     result = run_script('common.py', 'bogus')
     assert result.returncode == 2

@@ -4,7 +4,7 @@ import torch
 
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import flags
+from plumbing import flags, modes
 from conftest import run_script
 from test_common import EPOCH_LINE, FINAL_LINE
 
@@ -62,7 +62,7 @@ def test_overfits_a_tiny_batch(script, net):
 
 
 def defaults(script, *argv):
-    return flags.parse_args(flags.make_parser('', script.NETS, script.RECIPES), list(argv))
+    return modes.parse_args(flags.make_parser('', script.NETS, script.RECIPES), list(argv))
 
 
 def test_dense_defaults_are_the_published_recipe():
@@ -107,6 +107,7 @@ def test_script_end_to_end(script, data_dir):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert EPOCH_LINE.match(lines[1]) and lines[2] == '' and FINAL_LINE.match(lines[3]), lines
+    assert result.stderr == ''  # no warning, no traceback from a thread: nothing but the results
 
 
 def test_real_fashion_mnist_2conv(fashion_dir):

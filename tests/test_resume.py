@@ -222,3 +222,62 @@ def test_the_history_is_plain_numbers_as_a_file_keeps_it(data_dir, tmp_path, cap
     assert all(type(a) is float for a in history['accuracy'] + history['vote'] + history['validation']['accuracy'])
     assert len(history['per_net']) == 2 and len(history['validation']['per_net'][1]) == 2
     assert torch.load(path, weights_only=True)['resume']['history'] == history
+
+
+def own_loop(stop_at=None, leave_at=None):
+    """A train() a learner wrote: plain SGD over common.Batches. stop_at: Ctrl-C in that epoch; leave_at: `break`
+    after that epoch. Without either it walks range() instead of modes.epochs."""
+    import common
+    from plumbing import modes
+
+    def train(args, model, data, loss_fn):
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+        batches = common.Batches(data, args.batch_size, args.seed, args.epochs, progress=False)
+        history = {'loss': [], 'accuracy': []}
+        walk = modes.epochs(args, model, optimizer, batches, history) if leave_at else range(1, args.epochs + 1)
+        for epoch in walk:
+            for images, labels in batches:
+                if epoch == stop_at:
+                    raise KeyboardInterrupt
+                pytorch_mnist.sgd_step(model, loss_fn, optimizer, images, labels)
+            history['loss'].append(0.0)
+            history['accuracy'].append(common.test_accuracy(model, data))
+            if epoch == leave_at:
+                break
+        return history
+    return train
+
+
+def test_a_loop_that_leaves_modes_epochs_early_saves_where_it_left(data_dir, tmp_path, monkeypatch, capsys):
+    """Early stopping (`break` after epoch 2 of 3): the saved resume point is epoch 2's, as the weights are. Fails
+    when the point of epoch 1 is saved with epoch 2's weights (--resume would train epoch 2 again)."""
+    monkeypatch.setattr(pytorch_mnist, 'train', own_loop(leave_at=2))
+    path = tmp_path / 'm.pt'
+    _, _, history = pytorch_mnist.main(run(data_dir, '--epochs', '3', '--save-model', str(path)))
+    point = torch.load(path, weights_only=True)['resume']
+    assert point['epoch'] == 2 and point['history'] == history and len(history['accuracy']) == 2
+
+
+def test_a_loop_without_modes_epochs_saves_the_weights_on_a_stop(data_dir, tmp_path, monkeypatch, capsys):
+    """A stop in epoch 2 of a learner's own loop: the weights are saved (without what --resume needs), then the
+    usual `interrupted` and 130. Fails when such a loop's stop saves nothing."""
+    monkeypatch.setattr(pytorch_mnist, 'train', own_loop(stop_at=2))
+    path = tmp_path / 'm.pt'
+    with pytest.raises(SystemExit) as stopped:
+        stops.run_as_command(lambda: pytorch_mnist.main(run(data_dir, '--epochs', '3', '--save-model', str(path))))
+    assert stopped.value.code == 130
+    saved = torch.load(path, weights_only=True)
+    assert 'state_dict' in saved and 'resume' not in saved
+    assert capsys.readouterr().err.splitlines()[-2:] == [f'Model saved to {path}', 'interrupted']
+
+
+def test_resume_with_a_loop_without_modes_epochs_keeps_the_saved_run(data_dir, tmp_path, monkeypatch, capsys):
+    """Such a loop cannot put a saved run back: it is one line, exit status 1, and the file is as it was. Fails
+    when the run trained anew is saved over the run the user asked to go on with."""
+    path = tmp_path / 'm.pt'
+    pytorch_mnist.main(run(data_dir, '--epochs', '2', '--save-model', str(path)))
+    before = path.read_bytes()
+    monkeypatch.setattr(pytorch_mnist, 'train', own_loop())
+    with pytest.raises(stops.UserError, match=r'--resume .*: this train\(\) walks its epochs without modes.epochs'):
+        pytorch_mnist.main(run(data_dir, '--resume', str(path), '--epochs', '3'))
+    assert path.read_bytes() == before

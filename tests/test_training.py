@@ -11,7 +11,7 @@ import cifar_convnet
 import common
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import cuda_graph, flags, stops
+from plumbing import cuda_graph, flags, modes, stops
 
 SCRIPTS = [pytorch_mnist, pytorch_mnist_convnet, cifar_convnet]
 
@@ -92,7 +92,7 @@ def test_loss_is_averaged_over_images_not_batches(data_dir, capsys):
 # ---- recipes ---------------------------------------------------------------------------------
 
 def recipe(script, *argv):
-    args = flags.parse_args(flags.make_parser('', script.NETS, script.RECIPES), list(argv))
+    args = modes.parse_args(flags.make_parser('', script.NETS, script.RECIPES), list(argv))
     return args.epochs, args.lr, args.wd
 
 
