@@ -4,6 +4,7 @@ Each bad value is a usage error naming its flag, before any work starts."""
 import argparse
 import math
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -64,7 +65,7 @@ def output_path(text):
         raise argparse.ArgumentTypeError(f'{text} is {kind}, not a regular file; give a file path')
     if text.endswith(('/', os.sep)) or os.path.isdir(text):
         raise argparse.ArgumentTypeError(f'{text} is a folder; give a file name in it')
-    folder = os.path.dirname(os.path.abspath(text))
+    folder = os.path.dirname(os.path.realpath(text))  # (a symbolic link: where the file it names will be)
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f'folder {folder} does not exist')
     try:
@@ -91,7 +92,61 @@ def picture_path(text):
     if extension not in formats:
         raise argparse.ArgumentTypeError(f'{text}: the extension must name a picture format: .'
                                          + ', .'.join(sorted(formats)))
+    if extension == 'pgf':  # matplotlib writes it through LaTeX
+        import matplotlib
+        tex = matplotlib.rcParams['pgf.texsystem']
+        if not shutil.which(tex):
+            raise argparse.ArgumentTypeError(f'{text}: matplotlib writes .pgf through {tex}, which is not installed '
+                                             f'here; use .pdf, .svg or .png')
     return text
+
+
+def beside(path, word, longest=255):
+    """m.pt -> m.interrupted.pt: a file a run may write beside another; the name is cut short to fit `longest`
+    bytes, so that any name that fits the folder has its neighbours."""
+    folder, name = os.path.split(path)
+    stem, extension = os.path.splitext(name)
+    while len(f'{stem}.{word}{extension}'.encode()) > longest:
+        stem = stem[:-1]
+    return os.path.join(folder, f'{stem}.{word}{extension}')
+
+
+def outputs(args):
+    """Every file this run may write: (flag, path, what is written there), the model first."""
+    files = []
+    if args.save_model and not args.load_model:
+        flag = '--resume' if args.save_model == args.resume else '--save-model'  # (--resume saves back to its file)
+        files += [(flag, args.save_model, 'the model'),
+                  (flag, beside(args.save_model, 'interrupted'), 'the model (where a stop in its first epoch puts it)')]
+    if args.plot:
+        files.append(('--plot', args.plot, 'the picture'))
+        if args.predict and not args.load_model:
+            files.append(('--plot', beside(args.plot, 'predictions'), '--predict\'s picture (beside the plot)'))
+    return files
+
+
+def check_outputs(parser, args):
+    """Before any work: each file the run may write can be written (output_path), its name is not too long
+    for its folder, and no two are one file (one would replace the other)."""
+    seen = {}
+    for flag, path, what in outputs(args):
+        try:
+            output_path(path)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f'argument {flag}: {what} goes to {path}, and {e}')
+        name, folder = os.path.basename(path), os.path.dirname(os.path.realpath(path))
+        try:
+            longest = os.pathconf(folder, 'PC_NAME_MAX')
+        except (OSError, ValueError):
+            longest = 255
+        if len(name.encode()) > longest:
+            parser.error(f'argument {flag}: the name of {what}, {name[:30]}...{name[-20:]}, is {len(name.encode())} '
+                         f'bytes long, and that folder takes names of up to {longest}; give a shorter one')
+        real = os.path.realpath(path)
+        if real in seen:
+            other_flag, other = seen[real]
+            parser.error(f'argument {flag}: {path} is also the {other_flag} path; {what} would replace {other}')
+        seen[real] = (flag, what)
 
 
 # argparse names the type function in its message; these names read well there
@@ -226,9 +281,7 @@ def parse_args(parser, argv, adopt_run, adopt_model):
         parser.error('argument --lmbda: it is the L2 term of the book\'s cost; add --book (or use --wd)')
     saved_groups = adopt_run(parser, args) if args.resume else None
     args.data_dir = args.data_dir or './data'
-    if args.save_model and args.plot and os.path.realpath(args.save_model) == os.path.realpath(args.plot):
-        parser.error(f'argument --plot: {args.plot} is also the --save-model path; the picture would replace '
-                     f'the model')
+    check_outputs(parser, args)
     args.net = args.net or args.first_net
     args.dataset = getattr(args, 'dataset', None) or args.first_dataset
     args.extend_data = bool(getattr(args, 'extend_data', False))

@@ -21,7 +21,7 @@ import torch.nn as nn
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import common
-from plumbing import pictures, saving, stops
+from plumbing import flags, pictures, stops
 
 INK = 0.2  # a pixel is ink when it is at least this bright (0..1) against the background, after inversion
 
@@ -170,7 +170,7 @@ def predict(args, model, prepared):
             print(f'{path}: ' + ', '.join(f'{classes[i]} ({100 * v:.1f} %)'
                                           for v, i in zip(top.values.tolist(), top.indices.tolist())), flush=True)
         if args.plot:
-            where = args.plot if args.load_model else saving.beside(args.plot, 'predictions')
+            where = args.plot if args.load_model else flags.beside(args.plot, 'predictions')
             failures += save_picture(where, good, p, classes)
     if failures:
         raise stops.UserError('\n'.join(failures))

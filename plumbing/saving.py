@@ -121,7 +121,7 @@ def atomic_write(path, write):
         raise OSError(errno.EEXIST, f'it is {kind}, not a regular file', path)
     folder = os.path.dirname(path)
     with stops.STOP.saving():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path)[:100] + '.', suffix='.tmp')  # (short)
         umask = os.umask(0)
         os.umask(umask)
         try:
@@ -142,7 +142,7 @@ def save_model(args, model, data, point, stopped_early=False):
     save_with_fallback's failure lines. A run stopped before its first epoch ended (stopped_early) does not
     replace an existing model file: it saves beside it (NAME.interrupted.EXT)."""
     keep = stopped_early and os.path.exists(args.save_model)
-    path = beside(args.save_model, 'interrupted') if keep else args.save_model
+    path = flags.beside(args.save_model, 'interrupted') if keep else args.save_model
     checkpoint = model_checkpoint(args, model, data, point)
     failures = save_with_fallback(path, 'model', lambda f: torch.save(checkpoint, f))
     if keep:
@@ -205,7 +205,7 @@ def save_with_fallback(path, what, write):
     for folder in (os.getcwd(), tempfile.gettempdir()):
         with stops.STOP.saving():  # no empty fallback file is left behind, whatever arrives meanwhile
             try:
-                fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem}-saved-', suffix=extension)
+                fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem[:100]}-saved-', suffix=extension[:20])
                 os.close(fd)
             except Exception:  # noqa: BLE001 -- this folder cannot take it: the next one
                 continue
@@ -217,12 +217,6 @@ def save_with_fallback(path, what, write):
                 continue
         return [f'could not save the {what} to {path} ({reason}); saved it to {fallback} instead']
     return [f'could not save the {what} to {path} ({reason}), nor to {os.getcwd()} or {tempfile.gettempdir()}']
-
-
-def beside(path, word):
-    """m.pt -> m.interrupted.pt"""
-    stem, extension = os.path.splitext(path)
-    return f'{stem}.{word}{extension}'
 
 
 def read_saved(path, flag, script):

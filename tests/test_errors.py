@@ -6,11 +6,13 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import pytorch_mnist
 import pytorch_mnist_convnet
 from plumbing import stops
-from plumbing.flags import picture_formats
+from plumbing import flags
+from plumbing.flags import beside, picture_formats
 from conftest import N_TEST, run_script, write_idx
 from test_common import FINAL_LINE
 
@@ -102,9 +104,9 @@ def test_load_model_refuses_other_nets_and_non_models(data_dir, tmp_path, capsys
              ('pytorch_mnist_convnet.py', ['--load-model', junk], f'--load-model {junk}: not a model saved by'),
              ('pytorch_mnist_convnet.py', ['--load-model', tmp_path / 'none.pt'],
               f'--load-model {tmp_path / "none.pt"}: no such file')]
-    for script, flags, words in cases:
-        result = run_script(script, *loading(data_dir, *flags))
-        assert words in one_line(result, 1), (script, flags)
+    for script, given, words in cases:
+        result = run_script(script, *loading(data_dir, *given))
+        assert words in one_line(result, 1), (script, given)
 
 
 def test_interrupted_save_leaves_nothing_half_written(data_dir, tmp_path, monkeypatch, capsys):
@@ -224,3 +226,67 @@ def test_images_and_labels_of_different_lengths_name_both_files(fresh_data_dir):
                                    f'{N_TEST - 7} labels; one of them is damaged: delete both and run again to '
                                    f'download them anew')
     assert 'Test data results' not in result.stdout
+
+
+def test_every_file_a_run_writes_is_its_own(data_dir, tmp_path, capsys):
+    """--predict's picture goes beside the plot (NAME.predictions.EXT): fails when that derived path is not
+    compared with the model's, and the picture replaces the model after training."""
+    model, plot = tmp_path / 'a.predictions.png', tmp_path / 'a.png'
+    image = tmp_path / 'seven.png'
+    Image.new('L', (28, 28)).save(image)
+    assert usage_error(capsys, quick(data_dir, '--save-model', str(model), '--plot', str(plot), '--predict',
+                                     str(image))).endswith(
+        f'argument --plot: {model} is also the --save-model path; --predict\'s picture (beside the plot) would '
+        f'replace the model')
+    assert not model.exists()
+
+
+def test_a_long_file_name_that_fits_its_folder_is_saved(data_dir, tmp_path, capsys):
+    """A 250-byte name: fails when the temporary file, or a name beside it, is built too long to be written."""
+    name = 'x' * 247 + '.pt'
+    pytorch_mnist.main(quick(data_dir, '--limit', '20', '--save-model', str(tmp_path / name)))
+    assert (tmp_path / name).exists() and 'Model saved to' in capsys.readouterr().err
+    assert len(os.path.basename(beside(str(tmp_path / name), 'interrupted')).encode()) == 255
+
+
+def test_a_file_name_too_long_for_its_folder_is_a_usage_error(data_dir, tmp_path, capsys):
+    name = 'y' * 297 + '.pt'
+    line = usage_error(capsys, quick(data_dir, '--save-model', str(tmp_path / name)))
+    assert 'error: argument --save-model: the name of the model, yyy' in line
+    assert line.endswith('is 300 bytes long, and that folder takes names of up to 255; give a shorter one')
+
+
+def test_a_save_target_is_checked_where_a_link_points(data_dir, tmp_path, capsys):
+    """A symbolic link into a folder that does not exist: fails when only the link's own folder is checked,
+    and the save fails after training."""
+    link = tmp_path / 'm.pt'
+    link.symlink_to(tmp_path / 'gone' / 'm.pt')
+    assert usage_error(capsys, quick(data_dir, '--save-model', str(link))).endswith(
+        f'argument --save-model: folder {tmp_path / "gone"} does not exist')
+
+
+def test_the_file_resume_saves_back_to_is_checked_first(data_dir, tmp_path, capsys, monkeypatch):
+    """--resume saves back to its file: in a folder that takes no new file (read-only here), that is a usage
+    error before any work. Fails when it is found out after training."""
+    folder = tmp_path / 'runs'
+    folder.mkdir()
+    path = folder / 'm.pt'
+    pytorch_mnist.main(quick(data_dir, '--limit', '20', '--save-model', str(path)))
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir == str(folder):
+            raise OSError(30, 'Read-only file system')
+        return real(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(flags.tempfile, 'TemporaryFile', read_only)
+    line = usage_error(capsys, ['--data-dir', str(data_dir), '--no-progress', '--resume', str(path), '--epochs', '2'],
+                       pytorch_mnist)
+    assert line.endswith(f'argument --resume: the model goes to {path}, and cannot write in folder {folder} '
+                         f'(Read-only file system)')
+
+
+def test_a_picture_format_that_needs_latex_is_refused_without_it(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr('shutil.which', lambda name: None)
+    assert usage_error(capsys, quick(data_dir, '--plot', str(tmp_path / 'x.pgf'))).endswith(
+        f'argument --plot: {tmp_path / "x.pgf"}: matplotlib writes .pgf through xelatex, which is not installed here; '
+        f'use .pdf, .svg or .png')

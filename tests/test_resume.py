@@ -155,7 +155,8 @@ def test_the_picture_cannot_take_the_place_of_the_run_it_goes_on_with(data_dir, 
     pytorch_mnist.main(run(data_dir, '--epochs', '1', '--save-model', str(odd)))
     with pytest.raises(SystemExit):
         pytorch_mnist.main(run(data_dir, '--resume', str(odd), '--epochs', '2', '--plot', str(odd)))
-    assert f'argument --plot: {odd} is also the --save-model path' in capsys.readouterr().err
+    assert f'argument --plot: {odd} is also the --resume path; the picture would replace the model' in \
+        capsys.readouterr().err
     assert torch.load(odd, weights_only=True)['resume']['epoch'] == 1  # the run is still there
 
 
