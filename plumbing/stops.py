@@ -29,6 +29,8 @@ class Interrupted(Exception):
 
 
 def how_stopped(signum):
+    if signum == signal.SIGPIPE and STOP.stdout_error:
+        return f'stopped (standard output could not be written: {STOP.stdout_error})'
     return {signal.SIGINT: 'interrupted', signal.SIGPIPE: 'stopped (standard output was closed)'}.get(
         signum, f'stopped by {signal.Signals(signum).name}')
 
@@ -46,17 +48,18 @@ class StopRequests:
         self.signum = None          # the stop asked for and not yet taken
         self.training = False       # has training begun?
         self.writing = 0            # saves under way
+        self.stdout_error = None    # why stdout could not be written, when not a reader gone
 
     def install(self):
         """Take over the stop signals that are not ignored; returns their handlers, for restore()."""
-        self.signum, self.training, self.writing = None, False, 0
+        self.signum, self.training, self.writing, self.stdout_error = None, False, 0, None
         return {signum: signal.signal(signum, self.request) for signum in self.SIGNALS
                 if signal.getsignal(signum) is not signal.SIG_IGN}
 
     def restore(self, handlers):
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-        self.signum, self.training = None, False
+        self.signum, self.training, self.stdout_error = None, False, None
 
     def request(self, signum, frame=None):
         if self.writing or (self.training and self.signum is None):
@@ -87,11 +90,10 @@ STOP = StopRequests()
 
 
 class ClosedPipeGuard(io.TextIOBase):
-    """sys.stdout or sys.stderr for run_as_command. When the reader goes away (`... | head -1`, a closed
-    terminal), later output goes to /dev/null instead of raising; for stdout, that asks for a stop (as
-    SIGPIPE), taken at the next safe point."""
-
-    GONE = (errno.EPIPE, errno.EIO)  # a closed pipe; a terminal that hung up
+    """sys.stdout or sys.stderr for run_as_command. When the stream cannot be written (the reader went away:
+    `... | head -1`, a closed terminal; or its disk is full), later output goes to /dev/null instead of
+    raising. For stdout that asks for a stop (as SIGPIPE): at once before training, else at the next safe point,
+    once what was learned is saved."""
 
     def __init__(self, stream, asks_to_stop):
         super().__init__()
@@ -101,18 +103,14 @@ class ClosedPipeGuard(io.TextIOBase):
         try:
             return self.stream.write(text)
         except OSError as e:
-            if e.errno not in self.GONE:
-                raise
-            self.reader_gone()
+            self.cannot_write(e)
             return len(text)
 
     def flush(self):
         try:
             self.stream.flush()
         except OSError as e:
-            if e.errno not in self.GONE:
-                raise
-            self.reader_gone()
+            self.cannot_write(e)
 
     def fileno(self):
         return self.stream.fileno()
@@ -121,10 +119,15 @@ class ClosedPipeGuard(io.TextIOBase):
     def encoding(self):
         return self.stream.encoding
 
-    def reader_gone(self):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # Python's own flush at exit too
+    def cannot_write(self, error):
+        with contextlib.suppress(OSError, ValueError):  # (a stream without a file: nothing to redirect)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # Python's own flush at exit too
         if self.asks_to_stop and STOP.signum is None:
             STOP.signum = signal.SIGPIPE
+            if error.errno not in (errno.EPIPE, errno.EIO):  # not a reader gone: a full disk, say
+                STOP.stdout_error = error.strerror or last_line(error)
+            if not STOP.training and not STOP.writing:  # nothing learned yet: nothing is lost by stopping now
+                raise Stopped(signal.SIGPIPE)
 
 
 def run_as_command(main):

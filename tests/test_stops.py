@@ -5,6 +5,7 @@ import io
 import os
 import select
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -14,7 +15,7 @@ import common
 import pytorch_mnist
 import pytorch_mnist_convnet
 from plumbing import saving, stops
-from conftest import StdoutLines, run_script, start_script
+from conftest import OFFLINE, ROOT, StdoutLines, run_script, start_script
 
 
 def leftovers(folder):
@@ -82,6 +83,65 @@ def test_a_closed_stdout_ends_quietly_after_saving(data_dir, tmp_path):
     assert 'Traceback' not in err and 'Exception ignored' not in err, err
     assert err.splitlines()[-1].startswith('stopped (standard output was closed) in epoch ')
     assert torch.load(path, weights_only=True)['net'] == 'simple'
+
+
+def script_into(*args, stdout, stderr):
+    """run_script, with stdout and stderr where the test says."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, stdout=stdout, stderr=stderr, text=True,
+                          timeout=300, env={**os.environ, **OFFLINE, 'PYTHONUNBUFFERED': '1'})
+
+
+def test_stdout_on_a_full_disk_from_the_start_stops_before_any_work(data_dir, tmp_path):
+    """`> /dev/full`: the first line cannot be written. Fails when that is a traceback, or the run trains on."""
+    path = tmp_path / 'model.pt'
+    with open('/dev/full', 'w') as full:
+        result = script_into('pytorch_mnist.py', '--data-dir', data_dir, '--epochs', '1', '--limit', '100',
+                             '--no-progress', '--save-model', path, stdout=full, stderr=subprocess.PIPE)
+    assert result.returncode == 128 + signal.SIGPIPE
+    assert result.stderr.splitlines() == ['stopped (standard output could not be written: No space left on device)']
+    assert not path.exists()
+
+
+class FillsUp(io.StringIO):
+    """A stdout whose disk fills after `lines` lines."""
+
+    def __init__(self, lines):
+        super().__init__()
+        self.left = lines
+
+    def write(self, text):
+        if self.left <= 0:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        self.left -= text.count('\n')
+        return super().write(text)
+
+    def fileno(self):
+        raise io.UnsupportedOperation('no file')
+
+
+def test_stdout_whose_disk_fills_midway_saves_the_model_then_stops(data_dir, tmp_path, monkeypatch, capsys):
+    """The epoch line cannot be written after the first one: fails when that is a traceback and the model
+    (on another disk) is never saved."""
+    path = tmp_path / 'model.pt'
+    monkeypatch.setattr(sys, 'stdout', FillsUp(lines=2))  # the Device line and epoch 1's
+    with pytest.raises(SystemExit) as stopped:
+        stops.run_as_command(lambda: pytorch_mnist.main(quick(data_dir, '--epochs', '4', '--save-model', str(path))))
+    assert stopped.value.code == 128 + signal.SIGPIPE
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith('stopped (standard output could not be written: No space left on device) in epoch 3/4')
+    assert torch.load(path, weights_only=True)['resume']['epoch'] == 2
+
+
+def test_stderr_on_a_full_disk_loses_nothing(data_dir, tmp_path):
+    """`2> /dev/full`: the lines on stderr are lost, nothing else. Fails when the model is saved but the
+    picture is not, and a run that succeeded exits 1."""
+    model, picture = tmp_path / 'model.pt', tmp_path / 'run.png'
+    with open('/dev/full', 'w') as full:
+        result = script_into('pytorch_mnist.py', '--data-dir', data_dir, '--epochs', '1', '--limit', '100',
+                             '--no-progress', '--save-model', model, '--plot', picture, stdout=subprocess.PIPE,
+                             stderr=full)
+    assert result.returncode == 0
+    assert model.exists() and picture.read_bytes()[:4] == b'\x89PNG'
 
 
 def test_a_signal_before_training_stops_at_once(tmp_path):
@@ -232,8 +292,10 @@ def test_a_reader_that_went_away_silences_output_and_asks_to_stop(tmp_path, erro
     with open(tmp_path / 'out', 'w') as handle:
         guard = stops.ClosedPipeGuard(Gone(), asks_to_stop=True)
         try:
+            stops.STOP.training = True  # during training: the stop waits for the next safe point
             guard.write('Test data results: 0.9\n')
-            assert stops.STOP.signum == signal.SIGPIPE
+            assert stops.STOP.signum == signal.SIGPIPE and stops.how_stopped(signal.SIGPIPE) == \
+                'stopped (standard output was closed)'
         finally:
             stops.STOP.restore({})
         quiet = stops.ClosedPipeGuard(Gone(), asks_to_stop=False)
@@ -241,10 +303,15 @@ def test_a_reader_that_went_away_silences_output_and_asks_to_stop(tmp_path, erro
         assert stops.STOP.signum is None
 
 
-def test_other_write_errors_are_not_hidden():
+def test_a_full_disk_under_stdout_is_a_stop_too_at_once_before_training():
     class Full(io.StringIO):
         def write(self, text):
             raise OSError(errno.ENOSPC, 'No space left on device')
 
-    with pytest.raises(OSError, match='No space left'):
-        stops.ClosedPipeGuard(Full(), asks_to_stop=True).write('x')
+    try:
+        with pytest.raises(stops.Stopped):
+            stops.ClosedPipeGuard(Full(), asks_to_stop=True).write('x')
+        assert stops.how_stopped(signal.SIGPIPE) == 'stopped (standard output could not be written: No space left ' \
+                                                    'on device)'
+    finally:
+        stops.STOP.restore({})
