@@ -293,9 +293,9 @@ def parse_args(parser, argv, adopt_run, adopt_model):
     for key, value in {**recipe, 'batch_size': args.default_batch_size, 'seed': 1}.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    del args.recipes, args.book_recipes, args.default_batch_size, args.first_net, args.first_dataset
     if args.load_model:  # checked now, before any work; a file of several nets gives their seeds
         adopt_model(parser, args)
+    del args.recipes, args.book_recipes, args.default_batch_size, args.first_net, args.first_dataset
     try:
         args.device = common.choose_device(args.device)
     except ValueError as e:

@@ -7,6 +7,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 import zipfile
 
 import torch
@@ -50,6 +51,9 @@ def adopt_saved_run(parser, args):
         raise stops.UserError(f'--resume {args.resume}: damaged or edited since it was saved ({mismatch}); '
                               f'start a new run')
     run = {'seeds': None, 'book': False, 'lmbda': None, **point['run']}  # (files from before those flags)
+    if run.get('net') not in args.recipes:
+        raise stops.UserError(f'--resume {args.resume}: not a model saved by these scripts (its run\'s net, '
+                              f'{run.get("net")!r}, is none of {args.script}\'s)')
     for flag, saved in run.items():
         given = getattr(args, flag, None)
         if flag == 'epochs':  # the one flag that may differ: it may raise the total
@@ -72,7 +76,11 @@ def adopt_saved_run(parser, args):
 def adopt_saved_model(parser, args):
     """--load-model PATH, checked before any work: the same script, net and dataset, and --book only for a model
     trained so; a file of several nets gives their seeds."""
-    checkpoint = read_checkpoint(args.load_model, args)
+    checkpoint = read_saved(args.load_model, '--load-model', args.script)
+    if checkpoint['net'] not in args.recipes:
+        raise stops.UserError(f'--load-model {args.load_model}: not a model saved by these scripts (its net, '
+                              f'{checkpoint["net"]!r}, is none of {args.script}\'s)')
+    fits_flags(checkpoint, args.load_model, args)
     if args.book and not checkpoint.get('book', False):
         parser.error(f'argument --book: the --load-model file {args.load_model} was trained without --book; '
                      f'drop --book')
@@ -90,20 +98,20 @@ def resume_into(args, model, optimizer, batches, history):
     try:
         put_weights(model, point['weights'] or saved_weights(checkpoint))  # None: the same as the model's
         optimizer.load_state_dict(point['optimizer'])
-    except (RuntimeError, ValueError, KeyError) as e:
+        orders = point['batch_order'] if isinstance(point['batch_order'], list) else [point['batch_order']]
+        for generator, state in zip(batches.generators, orders, strict=True):
+            generator.set_state(state)
+        for generator, state in zip(getattr(model, 'generators', None) or [], point.get('dropout') or []):
+            generator.set_state(state)
+        torch.set_rng_state(point['rng'])
+    except Exception as e:  # noqa: BLE001 -- whatever part of the file was edited, it is one line
         raise stops.UserError(f'--resume: the saved run does not fit this net or optimizer, edited since? '
-                        f'({stops.last_line(e)}); start a new run') from None
+                              f'({stops.last_line(e)}); start a new run') from None
     device = next(model.parameters()).device.type
     if point.get('device', device) != device:
         print(f'--resume: the run was on {point["device"]} and goes on on {device}: the same run, but not '
               f'the same numbers to the last digit', file=sys.stderr)
-    orders = point['batch_order'] if isinstance(point['batch_order'], list) else [point['batch_order']]
-    for generator, state in zip(batches.generators, orders, strict=True):
-        generator.set_state(state)
-    for generator, state in zip(getattr(model, 'generators', None) or [], point.get('dropout', [])):
-        generator.set_state(state)
     batches.epoch = point['epoch']
-    torch.set_rng_state(point['rng'])
     if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(point['cuda_rng'])
     history.update(copy.deepcopy(point['history']))
@@ -227,7 +235,9 @@ def read_saved(path, flag, script):
         raise stops.UserError(f'{flag} {path}: damaged or truncated ({damage}); use another copy, or save it '
                               f'anew') from None
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # (torch's note on pickle protocols: this says what is wrong, in one line)
+            warnings.simplefilter('ignore')
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise stops.UserError(f'{flag} {path}: no such file') from None
     except IsADirectoryError:
@@ -235,16 +245,75 @@ def read_saved(path, flag, script):
     except PermissionError:
         raise stops.UserError(f'{flag} {path}: cannot be read (permission denied)') from None
     except Exception as e:  # noqa: BLE001 -- torch.load raises many kinds for a file that is not a model
-        raise stops.UserError(f'{flag} {path}: not a model saved by these scripts '
-                              f'({stops.torch_load_reason(e)})') from None
-    if (not isinstance(checkpoint, dict) or not {'script', 'net', 'dataset'} <= checkpoint.keys()
-            or not ('state_dict' in checkpoint or {'seeds', 'state_dicts'} <= checkpoint.keys())):
-        raise stops.UserError(f'{flag} {path}: not a model saved by these scripts')
+        reason = stops.torch_load_reason(e)
+        if reason.startswith('it holds code'):
+            raise stops.UserError(f'{flag} {path}: refused: {reason}, and these scripts run no code from a file; '
+                                  f'it is not a model saved by them') from None
+        raise stops.UserError(f'{flag} {path}: not a model saved by these scripts ({reason})') from None
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise stops.UserError(f'{flag} {path}: not a model saved by these scripts ({problem})')
     if checkpoint['script'] != script:
         how = f'--net {checkpoint["net"]}' if flag == '--load-model' else f'{flag} {path}'
         raise stops.UserError(f'{flag} {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
                         f'run {checkpoint["script"]} {how}')
     return checkpoint
+
+
+TENSORS = 'a dict of tensors'
+RUN_KINDS = {'net': str, 'dataset': str, 'batch_size': int, 'lr': float, 'wd': float, 'epochs': int,
+             'extend_data': bool, 'limit': (int, None), 'seed': int, 'seeds': ([int], None), 'book': bool,
+             'lmbda': (float, None)}
+
+
+def fits(value, kind):
+    """Is `value` of `kind`: a type (int is no bool; float takes an int), None, TENSORS, [kind] (a list of
+    them), or a tuple of kinds (any of them)?"""
+    if isinstance(kind, tuple):
+        return any(fits(value, k) for k in kind)
+    if kind is None:
+        return value is None
+    if kind is TENSORS:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in value.items())
+    if isinstance(kind, list):
+        return isinstance(value, list) and all(fits(v, kind[0]) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def checkpoint_problem(checkpoint):
+    """What makes a loaded file other than a model these scripts saved, field by field (a file edited since,
+    whose checksums were made anew), or None."""
+    if not isinstance(checkpoint, dict):
+        return f'it holds a {type(checkpoint).__name__}, not a dict'
+    fields = {'script': str, 'net': str, 'dataset': str, 'book': (bool, None), 'mean': ([float], None),
+              'std': ([float], None), 'state_dict': (TENSORS, None), 'seeds': ([int], None),
+              'state_dicts': ([TENSORS], None), 'resume': (dict, None)}
+    for key, kind in fields.items():
+        if (key in ('script', 'net', 'dataset') and key not in checkpoint) or not fits(checkpoint.get(key), kind):
+            return f'its field {key!r} is missing or of the wrong kind'
+    if ('state_dict' in checkpoint) == ('state_dicts' in checkpoint) or \
+            len(checkpoint.get('seeds') or []) != len(checkpoint.get('state_dicts') or []):
+        return 'it holds neither one net\'s weights nor one set per seed'
+    point = checkpoint.get('resume')
+    if point is None:
+        return None
+    parts = {'epoch': int, 'weights': (TENSORS, None), 'optimizer': dict, 'rng': torch.Tensor,
+             'batch_order': (torch.Tensor, [torch.Tensor]), 'dropout': ([torch.Tensor], None), 'cuda_rng': list,
+             'history': dict, 'run': dict, 'data_dir': (str, None), 'device': (str, None), 'groups': (int, None)}
+    for key, kind in parts.items():
+        if not fits(point.get(key), kind) or (key in ('epoch', 'rng', 'batch_order', 'run') and key not in point):
+            return f'the state of its run has {key!r} missing or of the wrong kind'
+    if not (fits(point['optimizer'].get('state'), dict) and fits(point['optimizer'].get('param_groups'), [dict])):
+        return 'the state of its optimizer is missing or of the wrong kind'
+    for flag, kind in RUN_KINDS.items():
+        if flag in point['run'] and not fits(point['run'][flag], kind):
+            return f'the flags of its run have {flags.flag_name(flag)} of the wrong kind'
+    if any(point['run'].get(key, checkpoint[key]) != checkpoint[key] for key in ('net', 'dataset')):
+        return 'its run and its weights name different nets or datasets'
+    return None  # (its history: history_mismatch)
 
 
 def history_mismatch(point):
@@ -255,12 +324,15 @@ def history_mismatch(point):
         return 'no count of the epochs done, or no history'
     lists = {key: history[key] for key in ('loss', 'accuracy', 'vote') if key in history}
     lists.update({f'per_net[{i}]': net for i, net in enumerate(history.get('per_net', []))})
-    if 'validation' in history:
+    if isinstance(history.get('validation'), dict):
         lists['validation accuracy'] = history['validation'].get('accuracy')
+        lists.update({f'validation per_net[{i}]': net for i, net in enumerate(history['validation'].get('per_net', []))})
     seeds = history.get('seeds') or []
     if 'per_net' in history and len(history['per_net']) != len(seeds):
         return f'{len(history["per_net"])} nets\' accuracies for {len(seeds)} seeds'
     for key, values in lists.items():
+        if isinstance(values, list) and not fits(values, [float]):
+            return f'its history of {key} holds something other than numbers'
         if not isinstance(values, list) or len(values) != done:
             count = len(values) if isinstance(values, list) else 0
             return f'{done} epochs done, but {count} number{"" if count == 1 else "s"} in its history of {key}'
@@ -291,13 +363,17 @@ def damage_in(path):
 
 def read_checkpoint(path, args):
     """The --load-model file, checked against the flags: the same script, net and dataset."""
-    checkpoint = read_saved(path, '--load-model', args.script)
+    return fits_flags(read_saved(path, '--load-model', args.script), path, args)
+
+
+def fits_flags(checkpoint, path, args):
+    """The --load-model file's checkpoint, when its net and dataset are the flags'; else a UserError."""
     if checkpoint['net'] != args.net:
         raise stops.UserError(f'--load-model {path}: it holds the {checkpoint["net"]!r} net of {checkpoint["script"]}; '
-                        f'run {checkpoint["script"]} --net {checkpoint["net"]}')
+                              f'run {checkpoint["script"]} --net {checkpoint["net"]}')
     if checkpoint['dataset'] != args.dataset:
         raise stops.UserError(f'--load-model {path}: it was trained on {checkpoint["dataset"]}; '
-                        f'add --dataset {checkpoint["dataset"]}')
+                              f'add --dataset {checkpoint["dataset"]}')
     return checkpoint
 
 

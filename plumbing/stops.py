@@ -5,6 +5,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import signal
 import sys
 
@@ -171,13 +172,16 @@ def run_as_command(main):
 
 
 def torch_load_reason(error):
-    """The line of a torch.load error that says what was wrong, not its advice on how to load anyway."""
+    """What a torch.load error says was wrong, without its advice on how to load the file anyway (which would run
+    whatever code the file holds)."""
     text = str(error)
-    if 'WeightsUnpickler error:' in text:
-        after = text.split('WeightsUnpickler error:', 1)[1].strip().splitlines()
-        if after:
-            return after[0].strip()
-    return first_line(error)
+    code = re.search(r'GLOBAL ([\w.]+)', text)
+    if code:
+        return f'it holds code: loading it would call {code.group(1)}'
+    advice = ('Weights only load failed', 'Check the documentation', 'Please file an issue')
+    lines = [line.strip() for line in text.replace('WeightsUnpickler error:', '').splitlines()
+             if line.strip() and not line.strip().startswith(advice)]
+    return lines[0] if lines else first_line(error)
 
 
 def first_line(error):

@@ -2,6 +2,7 @@
 or socket is never replaced; a damaged, cut or edited model file is one line; a stdout closed from the
 start; a resumed run finds its data."""
 import errno
+import re
 import os
 import signal
 import stat
@@ -215,3 +216,68 @@ def test_a_stderr_closed_from_the_start_still_trains_prints_and_saves(data_dir, 
     assert result.returncode == 0  # "Model saved to ..." went nowhere, quietly
     assert result.stdout.splitlines()[-1].startswith('Test data results: ')
     assert torch.load(tmp_path / 'm.pt', weights_only=True)['net'] == 'nielsen'
+
+
+EVIL = '''
+import os, sys, torch
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('touch ' + sys.argv[2],))
+torch.save({'script': 'pytorch_mnist_convnet.py', 'net': 'simple', 'dataset': 'mnist', 'state_dict': Evil()},
+           sys.argv[1])
+'''
+
+
+def test_a_file_that_would_run_code_is_refused_and_runs_none(data_dir, tmp_path):
+    """A pickle whose loading calls os.system: fails when the line passes on torch's advice to load it with
+    weights_only=False, or does not say that it holds code, or the code ran."""
+    path, ran = tmp_path / 'evil.pt', tmp_path / 'it-ran'
+    subprocess.run([sys.executable, '-c', EVIL, str(path), str(ran)], check=True)
+    result = run_script('pytorch_mnist_convnet.py', '--data-dir', data_dir, '--no-progress', '--load-model', path)
+    assert result.returncode == 1 and not ran.exists()
+    [line] = result.stderr.strip().splitlines()
+    assert line == (f'--load-model {path}: refused: it holds code: loading it would call posix.system, and these '
+                    f'scripts run no code from a file; it is not a model saved by them'), line
+    assert 'weights_only' not in line
+
+
+def test_a_plain_pickle_file_is_one_line(data_dir, tmp_path):
+    """Fails when torch's two-line UserWarning about pickle protocols comes before the line."""
+    path = tmp_path / 'plain.pkl'
+    subprocess.run([sys.executable, '-c', f'import pickle; pickle.dump({{"a": 1}}, open({str(path)!r}, "wb"))'],
+                   check=True)
+    result = run_script('pytorch_mnist_convnet.py', '--data-dir', data_dir, '--no-progress', '--load-model', path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f'--load-model {path}: not a model saved by these scripts ('), line
+
+
+def edit(checkpoint, where, value):
+    """Set checkpoint[a][b]... = value, for where = 'a.b...'."""
+    *path, last = where.split('.')
+    for key in path:
+        checkpoint = checkpoint[key]
+    checkpoint[last] = value
+
+
+@pytest.mark.parametrize('where, value', [
+    ('state_dict', [1, 2]), ('net', 'bogus'), ('resume.batch_order', 'not a generator state'),
+    ('resume.rng', 3), ('resume.run.seeds', ['one', 'two']), ('resume.run.lr', 'fast'),
+    ('resume.history.accuracy', ['high']), ('resume.epoch', 'one'), ('resume.optimizer', {'state': 'x'})])
+def test_a_model_file_edited_in_any_field_is_not_a_model(data_dir, saved_model, tmp_path, where, value):
+    """Checksums made anew, a field changed: fails when any of these is a traceback (from parse_args,
+    resume_into or training) instead of one line and exit status 1."""
+    edited = torch.load(saved_model, weights_only=True)
+    edit(edited, where, value)
+    path = tmp_path / 'edited.pt'
+    torch.save(edited, path)
+    for flag, extra in (('--resume', ['--epochs', '3']), ('--load-model', ['--net', 'simple'])):
+        result = run_script('pytorch_mnist_convnet.py', '--data-dir', data_dir, '--limit', '100', '--no-progress',
+                            flag, path, *extra)
+        if flag == '--load-model' and where.startswith('resume.history'):
+            assert result.returncode == 0 and result.stderr == ''  # (it tests the weights; the history is the run's)
+            continue
+        assert result.returncode == 1, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert re.match(rf'{flag} {re.escape(str(path))}: (not a model saved by these scripts|damaged or edited since)',
+                        line), line
