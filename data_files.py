@@ -33,6 +33,7 @@ class DatasetInfo:
     mean: tuple        # per channel, of pixel values scaled to [0, 1]
     std: tuple
     classes: tuple
+    size: int = 28     # each image is size x size pixels, len(mean) channels
 
     @property
     def cls(self):
@@ -56,7 +57,7 @@ DATASETS = {
                             'test_batch', 'batches.meta (the extracted cifar-10-python.tar.gz)'),
                            (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
                            ('plane', 'car', 'bird', 'cat', 'deer',
-                            'dog', 'frog', 'horse', 'ship', 'truck')),
+                            'dog', 'frog', 'horse', 'ship', 'truck'), size=32),
 }
 
 
@@ -99,7 +100,30 @@ def read_split(name, data_dir, train):
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
     if len(images) != len(labels):
         raise UserError(length_mismatch_message(info, where, train, len(images), len(labels)))
+    misfit = misfit_message(info, where, train, images, labels)
+    if misfit:
+        raise UserError(misfit)
     return images.contiguous(), labels
+
+
+def misfit_message(info, where, train, images, labels):
+    """What is wrong with files that parse but do not hold the dataset (images of another size, labels
+    outside its classes), naming the file; None when they fit."""
+    prefix = mnist_prefix(info, train)
+    split = f'the {"training" if train else "test"} files in {where}'
+    expected = (len(info.mean), info.size, info.size)
+    if tuple(images.shape[1:]) != expected:
+        file = os.path.join(where, f'{prefix}-images-idx3-ubyte') if prefix else split
+        channels, height, width = images.shape[1:]
+        return (f'{file} holds images of {height} x {width} pixels with {channels} channel'
+                f'{"s" if channels > 1 else ""}, not {info.class_name}\'s {info.size} x {info.size} with '
+                f'{expected[0]}; delete {"it" if prefix else "them"} and run again to download anew')
+    outside = labels[(labels < 0) | (labels >= len(info.classes))]
+    if len(outside):
+        file = os.path.join(where, f'{prefix}-labels-idx1-ubyte') if prefix else split
+        return (f'{file} holds the label {outside[0].item()}, and {info.class_name} has classes 0 to '
+                f'{len(info.classes) - 1}; delete {"it" if prefix else "them"} and run again to download anew')
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

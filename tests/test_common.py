@@ -13,7 +13,7 @@ from torchvision import transforms
 
 import common
 import pytorch_mnist
-from conftest import N_TEST, N_TRAIN, ROOT, run_script, synthetic_images
+from conftest import N_TEST, N_TRAIN, ROOT, run_script, synthetic_images, write_idx
 
 EPOCH_LINE = re.compile(r'^Test data results: (\d\.\d{4}), Epoch (\d+)/(\d+), train loss (\d+\.\d{4}), \d+\.\d s$')
 FINAL_LINE = re.compile(r'^Test data results: (\d\.\d{4})$')
@@ -243,6 +243,29 @@ def test_stats_on_a_damaged_file_is_one_line(fresh_data_dir):
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f'{damaged} is damaged or truncated ('), line
+
+
+def test_files_that_parse_but_do_not_hold_the_dataset_are_one_line_before_training(fresh_data_dir):
+    """Images of 32 x 32 in MNIST's files, then a label 11: fails when either reaches the net (a traceback from
+    the first matrix product or the loss) instead of one line naming the file."""
+    raw = fresh_data_dir / 'MNIST' / 'raw'
+    images, labels = synthetic_images(20, size=32, seed=3)
+    write_idx(raw / 'train-images-idx3-ubyte', images)
+    write_idx(raw / 'train-labels-idx1-ubyte', labels)
+    result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f'{raw / "train-images-idx3-ubyte"} holds images of 32 x 32 pixels with 1 channel, not MNIST\'s 28 x 28 '
+        f'with 1; delete it and run again to download anew']
+    images, labels = synthetic_images(20, seed=3)
+    labels[5] = 11
+    write_idx(raw / 'train-images-idx3-ubyte', images)
+    write_idx(raw / 'train-labels-idx1-ubyte', labels)
+    result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f'{raw / "train-labels-idx1-ubyte"} holds the label 11, and MNIST has classes 0 to 9; delete it and run '
+        f'again to download anew']
 
 
 def test_stats_into_a_closed_pipe_is_quiet(data_dir):
