@@ -269,9 +269,13 @@ def parse_args(parser, argv, adopt_run, adopt_model):
             parser.error(f'argument --load-model: it tests a saved model and trains nothing, so '
                          f'{", ".join("--" + flag.replace("_", "-") for flag in given)} would be ignored; drop '
                          f'{"it" if len(given) == 1 else "them"}')
-    if args.seeds and len(set(args.seeds)) < len(args.seeds):
-        twice = next(seed for seed in args.seeds if args.seeds.count(seed) > 1)
-        parser.error(f'argument --seeds: {twice} is given twice; two nets with one seed are the same net')
+    torch_seeds = [seed % 2 ** 64 for seed in args.seeds or []]  # torch takes -1 as 2**64 - 1: the same generator
+    if len(set(torch_seeds)) < len(torch_seeds):
+        first, second = [seed for seed, same in zip(args.seeds, torch_seeds) if torch_seeds.count(same) > 1][:2]
+        if first == second:
+            parser.error(f'argument --seeds: {first} is given twice; two nets with one seed are the same net')
+        parser.error(f'argument --seeds: {first} and {second} are one seed to torch (it counts modulo 2**64); two '
+                     f'nets with one seed are the same net')
     if args.seeds and len(args.seeds) == 1:  # one net: the plain path, as --seed
         args.seed, args.seeds = args.seeds[0], None
     if getattr(args, 'book', None) and args.wd is not None:

@@ -30,8 +30,19 @@ from plumbing import flags, own_images, pictures, saving, stacked, stops
 
 
 def parse_args(parser, argv=None):
-    """flags.parse_args, with what a saved file says: --resume adopts its run's flags, --load-model its nets."""
-    return flags.parse_args(parser, argv, adopt_run=saving.adopt_saved_run, adopt_model=saving.adopt_saved_model)
+    """flags.parse_args, with what a saved file says: --resume adopts its run's flags, --load-model its nets;
+    and --book's split checked against --limit."""
+    args = flags.parse_args(parser, argv, adopt_run=saving.adopt_saved_run, adopt_model=saving.adopt_saved_model)
+    if args.book and args.limit and not args.load_model:
+        def training(n):  # the images --book trains on, of the first n
+            return (n - book.validation_size(n)) * (5 if args.extend_data else 1)
+        enough = next(n for n in range(1, 10 ** 6) if book.validation_size(n) and training(n) >= args.batch_size)
+        if args.limit < enough:
+            parser.error(f'argument --limit: --book holds out the last sixth of the training images to validate, '
+                         f'and of {args.limit} that leaves {training(args.limit)} to train on and '
+                         f'{book.validation_size(args.limit)} to validate; give --limit {enough} or more for '
+                         f'a batch of {args.batch_size} and one image to validate')
+    return args
 
 
 def net(args, make_net):

@@ -307,3 +307,15 @@ def test_a_model_trained_without_book_does_not_load_with_book(data_dir, tmp_path
         pytorch_mnist.main(['--data-dir', str(data_dir), '--load-model', str(path), '--book'])
     assert (f'error: argument --book: the --load-model file {path} was trained without --book; drop --book'
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('limit, left', [('5', '5 to train on and 0 to validate'),
+                                         ('10', '9 to train on and 1 to validate')])
+def test_book_with_too_few_images_is_a_usage_error(data_dir, capsys, limit, left):
+    """None left to validate, or less than one batch to train on: fails when either is a traceback (the first
+    only after training) instead of a usage error before any work."""
+    from test_errors import usage_error
+    line = usage_error(capsys, book_run(data_dir, '--net', 'relu', '--limit', limit, '--epochs', '1'))
+    assert line.endswith(f'argument --limit: --book holds out the last sixth of the training images to validate, '
+                         f'and of {limit} that leaves {left}; give --limit 11 or more for a batch of 10 and one '
+                         f'image to validate')

@@ -222,3 +222,11 @@ def test_a_net_that_cannot_be_stacked_is_one_clear_error():
         stacked.StackedNets([nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)) for _ in range(2)], [1, 2])
     with pytest.raises(stops.UserError, match='this net is a Linear: train one seed at a time with --seed'):
         stacked.StackedNets([nn.Linear(2, 2) for _ in range(2)], [1, 2])
+
+
+def test_two_seeds_torch_takes_as_one_are_a_usage_error(data_dir, capsys):
+    """-1 and 18446744073709551615 give torch's generator one state: fails when they train one net twice and
+    vote as two."""
+    assert usage_error(capsys, twenty_steps(data_dir, '--seeds', '-1', '3', str(2 ** 64 - 1)), pytorch_mnist) \
+        .endswith(f'argument --seeds: -1 and {2 ** 64 - 1} are one seed to torch (it counts modulo 2**64); two nets '
+                  f'with one seed are the same net')
