@@ -14,6 +14,8 @@ The first run downloads CIFAR-10 (about 170 MB) into ./data/cifar-10-batches-py.
 accuracy come the accuracy of each class and the predicted classes of the first 8 test images.
 Try any of them quickly with `--epochs 1 --limit 1000`; `--help` lists every flag.
 """
+import plumbing.first  # noqa: F401 -- before torch: Ctrl-C while it loads is one line
+
 import time
 
 import torch

@@ -10,6 +10,8 @@ Then: `--seeds 1 2 3 4 5` trains five nets at once and lets them vote; `--save-m
 `--resume m.pt` goes on with it after a stop, and `--load-model m.pt --predict my_digit.png` classifies
 your own images. `--book` trains as the book's own network.py did (book.py): the book's 96.59 %.
 """
+import plumbing.first  # noqa: F401 -- before torch: Ctrl-C while it loads is one line
+
 import time
 
 import torch

@@ -20,6 +20,8 @@ your own images. `--book` trains as the book's own network3.py did (book.py), to
 `--book` (98.78 %), `--book --net 2conv` (99.06 %), `--book --net relu` (99.23 %),
 `--book --net relu --extend_data` (99.37 %), `--book --net final --extend_data` (99.60 %).
 """
+import plumbing.first  # noqa: F401 -- before torch: Ctrl-C while it loads is one line
+
 import time
 
 import torch

@@ -13,4 +13,5 @@ open these modules to follow a run; each says in its docstring what it holds.
     cuda_graph   speed on CUDA: the training step recorded once and replayed
     stacked      --seeds: several nets trained at once, and their vote
     own_images   --predict: your own images, prepared as the dataset's were
+    first        imported before torch: Ctrl-C while torch loads is one line, not a traceback
 """

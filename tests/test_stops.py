@@ -315,3 +315,22 @@ def test_a_full_disk_under_stdout_is_a_stop_too_at_once_before_training():
                                                     'on device)'
     finally:
         stops.STOP.restore({})
+
+
+@pytest.mark.parametrize('script', ['pytorch_mnist.py', 'pytorch_mnist_convnet.py', 'cifar_convnet.py'])
+def test_ctrl_c_while_torch_loads_is_one_line(script, tmp_path):
+    """Ctrl-C during `import torch` (seconds, at every start): simulated by an import of torch that raises the
+    interrupt. Fails when a script imports torch before plumbing.first, or that hook is gone: a traceback of
+    dozens of lines from inside torch."""
+    (tmp_path / 'sitecustomize.py').write_text(
+        'import builtins\n'
+        'real = builtins.__import__\n'
+        'def importing(name, *args, **kwargs):\n'
+        '    if name == "torch":\n'
+        '        raise KeyboardInterrupt\n'
+        '    return real(name, *args, **kwargs)\n'
+        'builtins.__import__ = importing\n')
+    result = subprocess.run([sys.executable, script, '--help'], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+    assert result.stderr == 'interrupted\n' and result.stdout == ''
+    assert result.returncode in (130, -signal.SIGINT)  # (Python ends as Ctrl-C ends a process)
