@@ -14,6 +14,7 @@ Pillow reads and resizes the images; `--plot` shows each one as the net saw it, 
 """
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -31,10 +32,18 @@ def read_images(paths, dataset, pad=0):
     be read}, in the order given."""
     prepared = {}
     for path in paths:
+        kind = flags.non_regular(path)
+        if kind:  # (reading a FIFO would wait for a writer forever)
+            prepared[path] = f'{kind}, not an image file'
+            continue
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings(record=True) as said, Image.open(path) as image:
+                warnings.simplefilter('always', Image.DecompressionBombWarning)
                 image.load()
                 prepared[path] = prepare(image, dataset, pad)
+            if any(issubclass(w.category, Image.DecompressionBombWarning) for w in said):
+                print(f'--predict {path}: a very large image ({image.width * image.height / 1e6:.0f} megapixels), '
+                      f'read all the same', file=sys.stderr)
         except FileNotFoundError:
             prepared[path] = 'no such file'
         except IsADirectoryError:
@@ -86,6 +95,8 @@ def eight_bit(image):
     if image.mode not in ('I', 'I;16', 'I;16L', 'I;16B', 'F'):
         return image
     pixels = np.asarray(image, dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        raise ValueError('some of its pixels are not numbers (NaN or infinity)')
     top = 65535 if image.mode.startswith('I;16') else max(float(pixels.max()), 1e-12)
     return Image.fromarray(np.round(pixels.clip(0, None) / top * 255).astype(np.uint8))
 

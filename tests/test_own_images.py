@@ -4,6 +4,9 @@ import errno
 import io
 import os
 import re
+import subprocess
+import sys
+import warnings
 
 import matplotlib.figure
 import numpy as np
@@ -15,7 +18,7 @@ import common
 import pytorch_mnist
 import pytorch_mnist_convnet
 from plumbing import own_images, stacked
-from conftest import run_script
+from conftest import ROOT, run_script
 
 PREDICTION = re.compile(r'^(.+): (.+) \((\d+\.\d) %\), (.+) \((\d+\.\d) %\), (.+) \((\d+\.\d) %\)$')
 
@@ -197,3 +200,39 @@ def test_sixteen_bit_images_are_scaled_not_clipped_and_huge_ones_refused(tmp_pat
     drawing().save(tmp_path / 'big.png')
     reason = own_images.read_images([tmp_path / 'big.png'], 'mnist')[tmp_path / 'big.png']
     assert reason.startswith('too large')
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    """Reading a named pipe waits for a writer forever: fails (times out) when --predict opens it."""
+    fifo = tmp_path / 'seven.png'
+    os.mkfifo(fifo)
+    code = f'from plumbing import own_images; print(own_images.read_images([{str(fifo)!r}], "mnist"))'
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == repr({str(fifo): 'a FIFO (named pipe), not an image file'}), result.stderr
+
+
+def test_a_very_large_image_is_one_line_not_library_warnings(tmp_path, monkeypatch, capsys):
+    """Pillow warns of a decompression bomb above its limit (lowered here to 100 pixels): fails when its
+    warning reaches the user, or no line says why reading took long."""
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)
+    path = tmp_path / 'big.png'
+    Image.new('L', (12, 12), 'white').save(path)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter('always')
+        prepared = own_images.read_images([str(path)], 'mnist')
+    assert not escaped and not isinstance(prepared[str(path)], str)
+    assert capsys.readouterr().err.splitlines() == [f'--predict {path}: a very large image (0 megapixels), read all '
+                                                    f'the same']
+
+
+def test_an_image_of_nan_is_refused_not_called_blank(tmp_path):
+    """A float image holding NaN: fails when numpy's RuntimeWarning escapes and the image is classified."""
+    pixels = np.full((28, 28), 0.5, dtype=np.float32)
+    pixels[3, 3] = np.nan
+    path = tmp_path / 'nan.tiff'
+    Image.fromarray(pixels, mode='F').save(path)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter('always')
+        prepared = own_images.read_images([str(path)], 'mnist')
+    assert not escaped
+    assert prepared == {str(path): 'damaged image (some of its pixels are not numbers (NaN or infinity))'}
