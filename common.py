@@ -216,10 +216,18 @@ def nets_in(model):
     return len(getattr(model, 'seeds', [None]))
 
 
+DIVERGED = 1e6  # a mean loss above this is no net learning: chance is about 2.3 (cross-entropy) or below 1
+
+
+class Diverged(UserError):
+    """Training has diverged: its loss is nan, inf, or above DIVERGED."""
+
+
 def stop_if_diverged(mean_loss, epoch):
-    """A loss of nan or inf means training has diverged and nothing more can be learned: say so."""
-    if not math.isfinite(mean_loss):
-        raise UserError(f'training diverged at epoch {epoch} (loss is {mean_loss}); try a smaller --lr')
+    """A loss of nan or inf, or one grown past any a learning net has (DIVERGED), means training has diverged
+    and nothing more can be learned: say so."""
+    if not mean_loss <= DIVERGED:  # (nan compares false with every number)
+        raise Diverged(f'training diverged at epoch {epoch} (loss is {mean_loss:.3g}); try a smaller --lr')
 
 
 # ----------------------------------------------------------------------------------------------

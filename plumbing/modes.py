@@ -105,6 +105,10 @@ def train(args, loop, model, data, loss_fn):
     args.kept = None
     try:
         history = loop(args, model, data, loss_fn)
+    except common.Diverged as e:
+        if args.book and args.lmbda:  # the book's L2 term is a part of the loss
+            raise stops.UserError(f'{e} or --lmbda') from None
+        raise
     except KeyboardInterrupt as stop:
         kept = args.kept
         if kept is None:  # a loop of your own, without modes.epochs: the weights alone, once training began

@@ -51,6 +51,23 @@ def test_divergence_is_one_line(data_dir):
                     'training diverged at epoch 1 (loss is inf); try a smaller --lr')
 
 
+def test_divergence_that_stays_finite_is_divergence(data_dir, monkeypatch):
+    """A loss blown up to 1e31 that ends at chance: fails when only nan and inf count as divergence, and the
+    run ends as if it had learned."""
+    import common
+    with pytest.raises(common.Diverged, match=r'^training diverged at epoch 2 \(loss is 1e\+31\); try a smaller '
+                                              r'--lr$'):
+        common.stop_if_diverged(1e31, 2)
+    common.stop_if_diverged(2.31, 1)  # chance: not learning, but not diverged
+
+
+def test_divergence_under_the_books_l2_term_names_lmbda(data_dir, capsys):
+    """--book --lmbda 1e308: fails when the line blames --lr alone."""
+    with pytest.raises(stops.UserError, match=r'^training diverged at epoch 1 \(loss is (nan|inf)\); try a smaller '
+                                              r'--lr or --lmbda$'):
+        pytorch_mnist_convnet.main(quick(data_dir, '--net', 'relu', '--book', '--lmbda', '1e308'))
+
+
 def test_divergence_leaves_no_model(data_dir, tmp_path, capsys):
     path = tmp_path / 'm.pt'
     with pytest.raises(stops.UserError, match='diverged'):
