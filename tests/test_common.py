@@ -249,23 +249,19 @@ def test_files_that_parse_but_do_not_hold_the_dataset_are_one_line_before_traini
     """Images of 32 x 32 in MNIST's files, then a label 11: fails when either reaches the net (a traceback from
     the first matrix product or the loss) instead of one line naming the file."""
     raw = fresh_data_dir / 'MNIST' / 'raw'
-    images, labels = synthetic_images(20, size=32, seed=3)
-    write_idx(raw / 'train-images-idx3-ubyte', images)
-    write_idx(raw / 'train-labels-idx1-ubyte', labels)
-    result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f'{raw / "train-images-idx3-ubyte"} holds images of 32 x 32 pixels with 1 channel, not MNIST\'s 28 x 28 '
-        f'with 1; delete it and run again to download anew']
+    wide, _ = synthetic_images(20, size=32, seed=3)
     images, labels = synthetic_images(20, seed=3)
-    labels[5] = 11
-    write_idx(raw / 'train-images-idx3-ubyte', images)
-    write_idx(raw / 'train-labels-idx1-ubyte', labels)
-    result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f'{raw / "train-labels-idx1-ubyte"} holds the label 11, and MNIST has classes 0 to 9; delete it and run '
-        f'again to download anew']
+    eleven = labels.copy()
+    eleven[5] = 11
+    for images, labels, line in (
+            (wide, labels, f'{raw / "train-images-idx3-ubyte"} holds images of 32 x 32 pixels with 1 channel, not '
+                           f'MNIST\'s 28 x 28 with 1; delete it and run again to download anew'),
+            (images, eleven, f'{raw / "train-labels-idx1-ubyte"} holds the label 11, and MNIST has classes 0 to 9; '
+                             f'delete it and run again to download anew')):
+        write_idx(raw / 'train-images-idx3-ubyte', images)
+        write_idx(raw / 'train-labels-idx1-ubyte', labels)
+        result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
+        assert result.returncode == 1 and result.stderr.strip().splitlines() == [line]
 
 
 def test_stats_into_a_closed_pipe_is_quiet(data_dir):
