@@ -93,7 +93,7 @@ def read_split(name, data_dir, train):
             raise UserError(f'{name} is missing or incomplete in {where} and could not be downloaded '
                             f'({last_line(e)}). Place {", ".join(info.files)} there, or point '
                             f'--data-dir to a folder that has {info.folder}/') from None
-    except (AssertionError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+    except (AssertionError, ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise UserError(damaged_file_message(info, where, train, e)) from None
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # N x H x W (x C)

@@ -101,14 +101,27 @@ def picture_path(text):
     return text
 
 
-def beside(path, word, longest=255):
-    """m.pt -> m.interrupted.pt: a file a run may write beside another; the name is cut short to fit `longest`
-    bytes, so that any name that fits the folder has its neighbours."""
+def name_max(folder):
+    """The longest file name, in bytes, that `folder` takes (255 where the system does not say)."""
+    try:
+        return os.pathconf(folder or '.', 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        return 255
+
+
+def cut(name, most):
+    """`name` cut to at most `most` bytes, a whole character at a time."""
+    return name.encode()[:most].decode(errors='ignore')
+
+
+def beside(path, word):
+    """m.pt -> m.interrupted.pt: a file a run may write beside another; the stem is cut short to fit the folder,
+    so that any name that fits has its neighbours."""
     folder, name = os.path.split(path)
     stem, extension = os.path.splitext(name)
-    while len(f'{stem}.{word}{extension}'.encode()) > longest:
-        stem = stem[:-1]
-    return os.path.join(folder, f'{stem}.{word}{extension}')
+    extension = cut(extension, 20)
+    room = name_max(os.path.dirname(os.path.realpath(path))) - len(f'.{word}{extension}'.encode())
+    return os.path.join(folder, f'{cut(stem, max(room, 1))}.{word}{extension}')
 
 
 def outputs(args):
@@ -125,28 +138,44 @@ def outputs(args):
     return files
 
 
+def inputs(args):
+    """The files this run reads and must not replace: (flag, path)."""
+    read = [('--predict', path) for path in args.predict or []] + [('--load-model', args.load_model)]
+    return [(flag, path) for flag, path in read + [('--resume', args.resume)] if path]
+
+
+def same_file(a, b):
+    """Are paths a and b one file (after links; and, where both exist, as the system sees them: a.PNG and a.png
+    on a disk that ignores case)?"""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_outputs(parser, args):
     """Before any work: each file the run may write can be written (output_path), its name is not too long
-    for its folder, and no two are one file (one would replace the other)."""
-    seen = {}
+    for its folder, no two are one file (one would replace the other), and none is a file the run reads."""
+    seen = []
     for flag, path, what in outputs(args):
         try:
             output_path(path)
         except argparse.ArgumentTypeError as e:
             parser.error(f'argument {flag}: {what} goes to {path}, and {e}')
-        name, folder = os.path.basename(path), os.path.dirname(os.path.realpath(path))
-        try:
-            longest = os.pathconf(folder, 'PC_NAME_MAX')
-        except (OSError, ValueError):
-            longest = 255
+        name, longest = os.path.basename(path), name_max(os.path.dirname(os.path.realpath(path)))
         if len(name.encode()) > longest:
             parser.error(f'argument {flag}: the name of {what}, {name[:30]}...{name[-20:]}, is {len(name.encode())} '
                          f'bytes long, and that folder takes names of up to {longest}; give a shorter one')
-        real = os.path.realpath(path)
-        if real in seen:
-            other_flag, other = seen[real]
-            parser.error(f'argument {flag}: {path} is also the {other_flag} path; {what} would replace {other}')
-        seen[real] = (flag, what)
+        for other_flag, other_path, other in seen:
+            if same_file(path, other_path):
+                parser.error(f'argument {flag}: {path} is also the {other_flag} path; {what} would replace {other}')
+        for input_flag, input_path in inputs(args):
+            if same_file(path, input_path) and not (input_flag == '--resume' and what == 'the model'):
+                parser.error(f'argument {flag}: {path} is also a file given to {input_flag}; {what} would '
+                             f'replace it')
+        seen.append((flag, path, what))
 
 
 # argparse names the type function in its message; these names read well there

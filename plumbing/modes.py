@@ -36,12 +36,13 @@ def parse_args(parser, argv=None):
     if args.book and args.limit and not args.load_model:
         def training(n):  # the images --book trains on, of the first n
             return (n - book.validation_size(n)) * (5 if args.extend_data else 1)
-        enough = next(n for n in range(1, 10 ** 6) if book.validation_size(n) and training(n) >= args.batch_size)
-        if args.limit < enough:
+        if not (book.validation_size(args.limit) and training(args.limit) >= args.batch_size):
+            enough = next((n for n in range(args.limit, 10 ** 6) if training(n) >= args.batch_size), None)
             parser.error(f'argument --limit: --book holds out the last sixth of the training images to validate, '
                          f'and of {args.limit} that leaves {training(args.limit)} to train on and '
-                         f'{book.validation_size(args.limit)} to validate; give --limit {enough} or more for '
-                         f'a batch of {args.batch_size} and one image to validate')
+                         f'{book.validation_size(args.limit)} to validate; ' + (
+                             f'give --limit {max(enough, 6)} or more for a batch of {args.batch_size} and one image '
+                             f'to validate' if enough else 'give a smaller --batch-size'))
     return args
 
 
@@ -67,10 +68,15 @@ def only_predicting(args):
 
 
 def data(args, pad=0):
-    """The dataset, whole on the device; --book: 10,000 training images held out, raw pixels, the book's order."""
+    """The dataset, whole on the device; --book: 10,000 training images held out, raw pixels, the book's order
+    (which leaves out a last batch that is not full: a batch larger than the training split trains nothing)."""
     if args.book:
-        return book.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
+        data = book.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
                               pad=pad, fixed_order=args.net not in book.RESHUFFLED)
+        if len(data.train) < args.batch_size and not args.load_model:
+            raise stops.UserError(f'--book trains on {len(data.train)} images here, fewer than one batch of '
+                                  f'{args.batch_size}; give a smaller --batch-size')
+        return data
     return common.load_data(args.dataset, args.data_dir, args.device, limit=args.limit, extend=args.extend_data,
                             pad=pad)
 

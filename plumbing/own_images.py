@@ -12,8 +12,10 @@ A net only knows images like the ones it was trained on, so each image is first 
 - CIFAR-10: colour, resized to 32 x 32.
 Pillow reads and resizes the images; `--plot` shows each one as the net saw it, beside its probabilities.
 """
+import io
 import os
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -32,18 +34,27 @@ def read_images(paths, dataset, pad=0):
     be read}, in the order given."""
     prepared = {}
     for path in paths:
-        kind = flags.non_regular(path)
-        if kind:  # (reading a FIFO would wait for a writer forever)
+        source, kind = path, flags.non_regular(path)
+        if kind == 'a FIFO (named pipe)':  # `--predict /dev/stdin`, `<(curl ...)`: what is written to it, in time
+            source = read_pipe(path)
+            if source is None:
+                prepared[path] = f'a FIFO (named pipe) that nothing wrote an image to within {FIFO_WAIT} s'
+                continue
+        elif kind:  # (reading a terminal or a device would wait for what never comes)
             prepared[path] = f'{kind}, not an image file'
             continue
         try:
-            with warnings.catch_warnings(record=True) as said, Image.open(path) as image:
-                warnings.simplefilter('always', Image.DecompressionBombWarning)
-                image.load()
-                prepared[path] = prepare(image, dataset, pad)
-            if any(issubclass(w.category, Image.DecompressionBombWarning) for w in said):
-                print(f'--predict {path}: a very large image ({image.width * image.height / 1e6:.0f} megapixels), '
-                      f'read all the same', file=sys.stderr)
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter('always')  # (what Pillow warns of is said below, one line each)
+                with Image.open(source) as image:
+                    image.load()
+                    prepared[path] = prepare(image, dataset, pad)
+            for warning in said:
+                if issubclass(warning.category, Image.DecompressionBombWarning):
+                    print(f'--predict {path}: a very large image ({image.width * image.height / 1e6:.0f} '
+                          f'megapixels), read all the same', file=sys.stderr)
+                else:
+                    print(f'--predict {path}: {stops.first_line(warning.message)}', file=sys.stderr)
         except FileNotFoundError:
             prepared[path] = 'no such file'
         except IsADirectoryError:
@@ -60,6 +71,19 @@ def read_images(paths, dataset, pad=0):
             else:  # a damaged image: Pillow says what it found
                 prepared[path] = f'damaged image ({stops.first_line(e)})'
     return prepared
+
+
+FIFO_WAIT = 10  # seconds a named pipe may take to start giving its image
+
+
+def read_pipe(path):
+    """All a named pipe gives, or None when nothing writes to it within FIFO_WAIT seconds (opening one that
+    nothing writes to waits forever: the reader is left waiting in a thread of its own)."""
+    got = []
+    reader = threading.Thread(target=lambda: got.append(io.BytesIO(open(path, 'rb').read())), daemon=True)
+    reader.start()
+    reader.join(FIFO_WAIT)
+    return got[0] if got else None
 
 
 def read_for(args, pad=0):

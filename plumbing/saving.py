@@ -1,5 +1,6 @@
 """Saving and loading: --save-model (atomic, with a fallback file when the save fails), --load-model, and
 what --resume needs (a resume point at an epoch boundary, and the run put back from it)."""
+import argparse
 import contextlib
 import copy
 import errno
@@ -104,6 +105,8 @@ def resume_into(args, model, optimizer, batches, history):
         for generator, state in zip(getattr(model, 'generators', None) or [], point.get('dropout') or []):
             generator.set_state(state)
         torch.set_rng_state(point['rng'])
+        if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(point['cuda_rng'])
     except Exception as e:  # noqa: BLE001 -- whatever part of the file was edited, it is one line
         raise stops.UserError(f'--resume: the saved run does not fit this net or optimizer, edited since? '
                               f'({stops.last_line(e)}); start a new run') from None
@@ -112,8 +115,6 @@ def resume_into(args, model, optimizer, batches, history):
         print(f'--resume: the run was on {point["device"]} and goes on on {device}: the same run, but not '
               f'the same numbers to the last digit', file=sys.stderr)
     batches.epoch = point['epoch']
-    if point['cuda_rng'] and torch.cuda.is_available() and len(point['cuda_rng']) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(point['cuda_rng'])
     history.update(copy.deepcopy(point['history']))
     return point['epoch'] + 1
 
@@ -129,7 +130,8 @@ def atomic_write(path, write):
         raise OSError(errno.EEXIST, f'it is {kind}, not a regular file', path)
     folder = os.path.dirname(path)
     with stops.STOP.saving():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path)[:100] + '.', suffix='.tmp')  # (short)
+        prefix = '.' + flags.cut(os.path.basename(path), 100) + '.'  # (short: a long name still has room)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix='.tmp')
         umask = os.umask(0)
         os.umask(umask)
         try:
@@ -213,7 +215,8 @@ def save_with_fallback(path, what, write):
     for folder in (os.getcwd(), tempfile.gettempdir()):
         with stops.STOP.saving():  # no empty fallback file is left behind, whatever arrives meanwhile
             try:
-                fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{stem[:100]}-saved-', suffix=extension[:20])
+                fd, fallback = tempfile.mkstemp(dir=folder, prefix=f'{flags.cut(stem, 100)}-saved-',
+                                                suffix=flags.cut(extension, 20))
                 os.close(fd)
             except Exception:  # noqa: BLE001 -- this folder cannot take it: the next one
                 continue
@@ -283,6 +286,23 @@ def fits(value, kind):
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
+VALUE_CHECKS = {'batch_size': flags.positive_int, 'lr': flags.positive_float, 'wd': flags.non_negative_float,
+                'epochs': flags.positive_int, 'limit': flags.positive_int, 'seed': flags.seed_number,
+                'lmbda': flags.non_negative_float}
+
+
+def value_fits(flag, value):
+    """Would the flag take this value from a command line (None: not given)? Its own check, as parse_args has it."""
+    if value is None or (flag not in VALUE_CHECKS and flag != 'seeds'):
+        return True
+    try:
+        for each in (value if flag == 'seeds' else [value]):
+            VALUE_CHECKS.get(flag, flags.seed_number)(str(each))
+    except (ValueError, argparse.ArgumentTypeError):
+        return False
+    return True
+
+
 def checkpoint_problem(checkpoint):
     """What makes a loaded file other than a model these scripts saved, field by field (a file edited since,
     whose checksums were made anew), or None."""
@@ -294,6 +314,8 @@ def checkpoint_problem(checkpoint):
     for key, kind in fields.items():
         if (key in ('script', 'net', 'dataset') and key not in checkpoint) or not fits(checkpoint.get(key), kind):
             return f'its field {key!r} is missing or of the wrong kind'
+    if not value_fits('seeds', checkpoint.get('seeds')) or checkpoint['dataset'] not in common.DATASETS:
+        return 'its seeds or its dataset are none that these scripts take'
     if ('state_dict' in checkpoint) == ('state_dicts' in checkpoint) or \
             len(checkpoint.get('seeds') or []) != len(checkpoint.get('state_dicts') or []):
         return 'it holds neither one net\'s weights nor one set per seed'
@@ -301,7 +323,8 @@ def checkpoint_problem(checkpoint):
     if point is None:
         return None
     parts = {'epoch': int, 'weights': (TENSORS, None), 'optimizer': dict, 'rng': torch.Tensor,
-             'batch_order': (torch.Tensor, [torch.Tensor]), 'dropout': ([torch.Tensor], None), 'cuda_rng': list,
+             'batch_order': (torch.Tensor, [torch.Tensor]), 'dropout': ([torch.Tensor], None),
+             'cuda_rng': [torch.Tensor],
              'history': dict, 'run': dict, 'data_dir': (str, None), 'device': (str, None), 'groups': (int, None)}
     for key, kind in parts.items():
         if not fits(point.get(key), kind) or (key in ('epoch', 'rng', 'batch_order', 'run') and key not in point):
@@ -311,6 +334,10 @@ def checkpoint_problem(checkpoint):
     for flag, kind in RUN_KINDS.items():
         if flag in point['run'] and not fits(point['run'][flag], kind):
             return f'the flags of its run have {flags.flag_name(flag)} of the wrong kind'
+        if not value_fits(flag, point['run'].get(flag)):
+            return f'the flags of its run have {flags.flag_name(flag)} {point["run"][flag]}, which it does not take'
+    if not 1 <= (point.get('groups') or 1) <= len(checkpoint.get('seeds') or [None]):
+        return f'its nets trained in {point["groups"]} groups, and it holds {len(checkpoint.get("seeds") or [None])}'
     if any(point['run'].get(key, checkpoint[key]) != checkpoint[key] for key in ('net', 'dataset')):
         return 'its run and its weights name different nets or datasets'
     return None  # (its history: history_mismatch)

@@ -93,12 +93,13 @@ STOP = StopRequests()
 class ClosedPipeGuard(io.TextIOBase):
     """sys.stdout or sys.stderr for run_as_command. When the stream cannot be written (the reader went away:
     `... | head -1`, a closed terminal; or its disk is full), later output goes to /dev/null instead of
-    raising. For stdout that asks for a stop (as SIGPIPE): at once before training, else at the next safe point,
-    once what was learned is saved."""
+    raising. For stdout that asks for a stop (as SIGPIPE): at once when not even the first line could be written
+    (no work is done yet), else at the next safe point, once what was learned is saved."""
 
     def __init__(self, stream, asks_to_stop):
         super().__init__()
         self.stream, self.asks_to_stop = stream, asks_to_stop
+        self.delivered = False  # has anything reached the stream's file?
 
     def write(self, text):
         try:
@@ -110,6 +111,7 @@ class ClosedPipeGuard(io.TextIOBase):
     def flush(self):
         try:
             self.stream.flush()
+            self.delivered = True
         except OSError as e:
             self.cannot_write(e)
 
@@ -127,7 +129,7 @@ class ClosedPipeGuard(io.TextIOBase):
             STOP.signum = signal.SIGPIPE
             if error.errno not in (errno.EPIPE, errno.EIO):  # not a reader gone: a full disk, say
                 STOP.stdout_error = error.strerror or last_line(error)
-            if not STOP.training and not STOP.writing:  # nothing learned yet: nothing is lost by stopping now
+            if not self.delivered and not STOP.training and not STOP.writing:  # the first line: no work done yet
                 raise Stopped(signal.SIGPIPE)
 
 
@@ -178,9 +180,9 @@ def torch_load_reason(error):
     code = re.search(r'GLOBAL ([\w.]+)', text)
     if code:
         return f'it holds code: loading it would call {code.group(1)}'
-    advice = ('Weights only load failed', 'Check the documentation', 'Please file an issue')
+    advice = ('weights_only', 'Check the documentation', 'Please file an issue')  # (loading anyway would run code)
     lines = [line.strip() for line in text.replace('WeightsUnpickler error:', '').splitlines()
-             if line.strip() and not line.strip().startswith(advice)]
+             if line.strip() and not any(words in line for words in advice)]
     return lines[0] if lines else first_line(error)
 
 

@@ -14,7 +14,7 @@ import book
 import common
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import modes, own_images, pictures
+from plumbing import modes, own_images, pictures, stops
 from test_resume import TIME
 
 
@@ -307,6 +307,17 @@ def test_a_model_trained_without_book_does_not_load_with_book(data_dir, tmp_path
         pytorch_mnist.main(['--data-dir', str(data_dir), '--load-model', str(path), '--book'])
     assert (f'error: argument --book: the --load-model file {path} was trained without --book; drop --book'
             in capsys.readouterr().err)
+
+
+def test_book_with_a_batch_larger_than_its_training_split_is_one_line(data_dir, capsys):
+    """--book leaves out a last batch that is not full: fails when a batch larger than the split trains nothing
+    and the run reports as if it had trained, or --limit's check has no answer (a traceback)."""
+    from test_errors import usage_error
+    assert usage_error(capsys, book_run(data_dir, '--net', 'relu', '--limit', '100', '--batch-size', '1000000',
+                                        '--epochs', '1')).endswith('give a smaller --batch-size')
+    with pytest.raises(stops.UserError, match=r'^--book trains on 250 images here, fewer than one batch of 400; '
+                                              r'give a smaller --batch-size$'):
+        pytorch_mnist_convnet.main(book_run(data_dir, '--net', 'relu', '--batch-size', '400', '--epochs', '1'))
 
 
 @pytest.mark.parametrize('limit, left', [('5', '5 to train on and 0 to validate'),

@@ -1,6 +1,7 @@
 """The shared core: device choice, seeds, loading, normalization, shifts, batches, printed lines, errors."""
 import os
 import re
+import struct
 import subprocess
 import sys
 import types
@@ -262,6 +263,17 @@ def test_files_that_parse_but_do_not_hold_the_dataset_are_one_line_before_traini
         write_idx(raw / 'train-labels-idx1-ubyte', labels)
         result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
         assert result.returncode == 1 and result.stderr.strip().splitlines() == [line]
+
+
+def test_an_idx_file_of_another_number_type_is_one_line(fresh_data_dir):
+    """Labels written as int32 (IDX type 0x0C): torchvision raises a TypeError; fails when that is a traceback."""
+    labels = fresh_data_dir / 'MNIST' / 'raw' / 'train-labels-idx1-ubyte'
+    with open(labels, 'wb') as f:
+        f.write(struct.pack('>BBBBI', 0, 0, 0x0C, 1, N_TRAIN) + np.arange(N_TRAIN, dtype='>i4').tobytes())
+    result = run_script('pytorch_mnist.py', '--data-dir', fresh_data_dir, '--epochs', '1', '--no-progress')
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f'{labels} is damaged or truncated ('), line
 
 
 def test_stats_into_a_closed_pipe_is_quiet(data_dir):

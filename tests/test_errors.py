@@ -303,7 +303,38 @@ def test_the_file_resume_saves_back_to_is_checked_first(data_dir, tmp_path, caps
 
 
 def test_a_picture_format_that_needs_latex_is_refused_without_it(data_dir, tmp_path, capsys, monkeypatch):
+    import matplotlib
     monkeypatch.setattr('shutil.which', lambda name: None)
     assert usage_error(capsys, quick(data_dir, '--plot', str(tmp_path / 'x.pgf'))).endswith(
-        f'argument --plot: {tmp_path / "x.pgf"}: matplotlib writes .pgf through xelatex, which is not installed here; '
-        f'use .pdf, .svg or .png')
+        f'argument --plot: {tmp_path / "x.pgf"}: matplotlib writes .pgf through {matplotlib.rcParams["pgf.texsystem"]}, '
+        f'which is not installed here; use .pdf, .svg or .png')
+
+
+def test_no_file_a_run_reads_is_written_over(data_dir, tmp_path, capsys):
+    """--plot on the photo given to --predict: fails when the picture replaces the user's photo."""
+    photo, model = tmp_path / 'seven.png', tmp_path / 'm.pt'
+    Image.new('L', (28, 28)).save(photo)
+    pytorch_mnist.main(quick(data_dir, '--limit', '20', '--save-model', str(model)))
+    before = photo.read_bytes()
+    assert usage_error(capsys, loading(data_dir, '--load-model', str(model), '--predict', str(photo), '--plot',
+                                       str(photo)), pytorch_mnist).endswith(
+        f'argument --plot: {photo} is also a file given to --predict; the picture would replace it')
+    assert photo.read_bytes() == before
+
+
+def test_names_beside_a_long_one_are_cut_by_bytes_and_never_hang(tmp_path):
+    """A 252-byte name whose extension is most of it, and 84 three-byte characters: fails when cutting the stem
+    loops forever, or counts characters where the folder counts bytes (the model is then lost)."""
+    for name in ('a.' + 'x' * 250, '模' * 84 + '.pt'):
+        neighbour = os.path.basename(beside(str(tmp_path / name), 'interrupted'))
+        assert len(neighbour.encode()) <= 255 and neighbour.encode().decode() == neighbour
+    from plumbing import saving
+    saving.atomic_write(str(tmp_path / ('模' * 84 + '.pt')), lambda f: f.write(b'model'))
+    assert (tmp_path / ('模' * 84 + '.pt')).read_bytes() == b'model'
+
+
+def test_a_script_stops_on_a_loss_that_blew_up_but_stayed_finite(data_dir, monkeypatch):
+    """The loop's own check: fails when a script drops common.stop_if_diverged, or it lets 1e31 through."""
+    monkeypatch.setattr(pytorch_mnist_convnet.F, 'cross_entropy', lambda outputs, labels: outputs.sum() * 0 + 1e31)
+    with pytest.raises(stops.UserError, match=r'^training diverged at epoch 1 \(loss is 1e\+31\)'):
+        pytorch_mnist_convnet.main(quick(data_dir, '--net', 'simple', '--limit', '20'))

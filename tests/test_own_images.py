@@ -202,13 +202,29 @@ def test_sixteen_bit_images_are_scaled_not_clipped_and_huge_ones_refused(tmp_pat
     assert reason.startswith('too large')
 
 
-def test_a_fifo_is_refused_not_waited_on(tmp_path):
-    """Reading a named pipe waits for a writer forever: fails (times out) when --predict opens it."""
+def test_a_fifo_nothing_writes_to_is_refused_not_waited_on(tmp_path):
+    """Opening a named pipe waits for a writer forever: fails (times out) when --predict waits on one."""
     fifo = tmp_path / 'seven.png'
     os.mkfifo(fifo)
-    code = f'from plumbing import own_images; print(own_images.read_images([{str(fifo)!r}], "mnist"))'
+    code = (f'from plumbing import own_images; own_images.FIFO_WAIT = 0.5; '
+            f'print(own_images.read_images([{str(fifo)!r}], "mnist"))')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == repr({str(fifo): 'a FIFO (named pipe), not an image file'}), result.stderr
+    assert result.stdout.strip() == repr({str(fifo): 'a FIFO (named pipe) that nothing wrote an image to within '
+                                                     '0.5 s'}), result.stderr
+
+
+def test_an_image_through_a_pipe_is_read(tmp_path):
+    """`cat seven.png | ... --predict /dev/stdin`, `--predict <(curl ...)`: fails when every pipe is refused."""
+    image, fifo = tmp_path / 'seven.png', tmp_path / 'pipe'
+    Image.new('L', (28, 28)).save(image)
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(['sh', '-c', f'cat {image} > {fifo}'])
+    try:
+        prepared = own_images.read_images([str(fifo)], 'mnist')
+    finally:
+        writer.kill()  # (were the pipe never read, its writer would wait forever)
+        writer.wait()
+    assert isinstance(prepared[str(fifo)], torch.Tensor) and prepared[str(fifo)].shape == (1, 28, 28)
 
 
 def test_a_very_large_image_is_one_line_not_library_warnings(tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 import common
 import pytorch_mnist
@@ -91,6 +92,7 @@ def script_into(*args, stdout, stderr):
                           timeout=300, env={**os.environ, **OFFLINE, 'PYTHONUNBUFFERED': '1'})
 
 
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='no /dev/full on this system (Linux has one)')
 def test_stdout_on_a_full_disk_from_the_start_stops_before_any_work(data_dir, tmp_path):
     """`> /dev/full`: the first line cannot be written. Fails when that is a traceback, or the run trains on."""
     path = tmp_path / 'model.pt'
@@ -132,6 +134,7 @@ def test_stdout_whose_disk_fills_midway_saves_the_model_then_stops(data_dir, tmp
     assert torch.load(path, weights_only=True)['resume']['epoch'] == 2
 
 
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='no /dev/full on this system (Linux has one)')
 def test_stderr_on_a_full_disk_loses_nothing(data_dir, tmp_path):
     """`2> /dev/full`: the lines on stderr are lost, nothing else. Fails when the model is saved but the
     picture is not, and a run that succeeded exits 1."""
@@ -142,6 +145,28 @@ def test_stderr_on_a_full_disk_loses_nothing(data_dir, tmp_path):
                              stderr=full)
     assert result.returncode == 0
     assert model.exists() and picture.read_bytes()[:4] == b'\x89PNG'
+
+
+class ReaderGoes(io.StringIO):
+    """A stdout whose reader goes away after the first line (`... | head -1`)."""
+
+    def flush(self):
+        if self.getvalue().count('\n') > 1:
+            raise OSError(errno.EPIPE, 'Broken pipe')
+
+
+def test_a_reader_gone_after_the_first_line_still_gets_the_picture_saved(data_dir, tmp_path, monkeypatch, capsys):
+    """`--load-model m.pt --predict ... --plot p.png | head -1`: fails when the closed pipe stops the run at once,
+    before the picture the user asked for is written."""
+    model, image, picture = tmp_path / 'm.pt', tmp_path / 'seven.png', tmp_path / 'p.png'
+    pytorch_mnist.main(quick(data_dir, '--epochs', '1', '--save-model', str(model)))
+    Image.new('L', (28, 28)).save(image)
+    monkeypatch.setattr(sys, 'stdout', ReaderGoes())
+    with pytest.raises(SystemExit) as stopped:
+        stops.run_as_command(lambda: pytorch_mnist.main(['--data-dir', str(data_dir), '--no-progress', '--device',
+                                                         'cpu', '--load-model', str(model), '--predict', str(image),
+                                                         '--plot', str(picture)]))
+    assert stopped.value.code == 128 + signal.SIGPIPE and picture.read_bytes()[:4] == b'\x89PNG'
 
 
 def test_a_signal_before_training_stops_at_once(tmp_path):
