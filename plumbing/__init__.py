@@ -4,7 +4,8 @@ open these modules to follow a run; each says in its docstring what it holds.
     modes        how --seeds, --book, --load-model, --predict and --resume change each step of a script's main(),
                  and the epochs its train() walks (--resume, resume points, the save on a stop)
     flags        the shared flags: defined, checked, filled from the net's recipe (make_parser, parse_args)
-    saving       --save-model, --load-model, and what --resume needs to go on exactly
+    saving       --save-model, and with it what --resume needs to go on exactly
+    loading      a saved file read back for --load-model and --resume, checked before any work
     stops        errors and stops: one line and an exit status, never a traceback (run_as_command), and the
                  few words an error is told in
     pictures     --plot

@@ -289,7 +289,7 @@ def make_parser(doc, nets, recipes, datasets=('mnist', 'fashion-mnist'), batch_s
 def parse_args(parser, argv, adopt_run, adopt_model):
     """Parse, then fill what the user left out from the chosen net's recipe, and pick the device.
     adopt_run(parser, args): --resume's file gives its run's flags, and returns how many groups its nets trained
-    in; adopt_model(parser, args): --load-model's file gives its nets' seeds and --book (saving.py has both)."""
+    in; adopt_model(parser, args): --load-model's file gives its nets' seeds and --book (loading.py has both)."""
     args = parser.parse_args(argv)
     if args.load_model:
         given = [flag for flag in TRAINING_FLAGS if getattr(args, flag, None) is not None

@@ -26,13 +26,13 @@ import torch
 
 import book
 import common
-from plumbing import flags, own_images, pictures, saving, stacked, stops
+from plumbing import flags, loading, own_images, pictures, saving, stacked, stops
 
 
 def parse_args(parser, argv=None):
     """flags.parse_args, with what a saved file says: --resume adopts its run's flags, --load-model its nets;
     and --book's split checked against --limit."""
-    args = flags.parse_args(parser, argv, adopt_run=saving.adopt_saved_run, adopt_model=saving.adopt_saved_model)
+    args = flags.parse_args(parser, argv, adopt_run=loading.adopt_saved_run, adopt_model=loading.adopt_saved_model)
     if args.book and args.limit and not args.load_model:
         def training(n):  # the images --book trains on, of the first n
             return (n - book.validation_size(n)) * (5 if args.extend_data else 1)
@@ -58,7 +58,7 @@ def net(args, make_net):
         model = make_net()
     model = model.to(args.device, memory_format=common.memory_format_for(args.device))
     if args.load_model:  # the saved weights, checked before any data is read
-        saving.load_weights_into(model, args)
+        loading.load_weights_into(model, args)
     return model
 
 
@@ -138,11 +138,11 @@ def train(args, loop, model, data, loss_fn):
 
 def epochs(args, model, optimizer, batches, history):
     """The epochs train() runs, 1 to --epochs; with --resume, from where the run stopped, once the model,
-    optimizer, batches, random generators and history are put back (saving.resume_into). After each epoch the
+    optimizer, batches, random generators and history are put back (loading.resume_into). After each epoch the
     history is made plain (record: the accuracies become floats, several nets' and --book's figures lists of
     their own) and, when a model file will be written, a resume point kept (train saves from it when a stop
     comes; save at the end)."""
-    first = saving.resume_into(args, model, optimizer, batches, history)
+    first = loading.resume_into(args, model, optimizer, batches, history)
     args.kept = Kept(batches, history, lambda: saving.resume_point(args, model, optimizer, batches, history))
 
     def keep():

@@ -14,7 +14,7 @@ import torch
 
 import pytorch_mnist
 import pytorch_mnist_convnet
-from plumbing import saving, stops
+from plumbing import loading, saving, stops
 from conftest import OFFLINE, ROOT, run_script
 
 
@@ -161,7 +161,7 @@ def test_a_damaged_or_truncated_model_is_one_line(data_dir, saved_model, tmp_pat
 
 
 def test_the_whole_file_passes_its_checksum(saved_model):
-    assert saving.damage_in(saved_model) is None
+    assert loading.damage_in(saved_model) is None
 
 
 def test_a_history_edited_to_fewer_epochs_is_refused(data_dir, saved_model, tmp_path):
